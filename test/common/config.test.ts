@@ -1,0 +1,72 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { loadConfig, readJsonFile, MAX_CONFIG_BYTES } from '../../src/common/config.ts';
+import { isPosternError } from '../../src/common/errors.ts';
+import { tempDir } from '../helpers/tmp.ts';
+
+const Schema = z.object({
+  listenPort: z.number().int(),
+  name: z.string().default('x'),
+  debug: z.boolean().default(false),
+});
+
+test('file, then environment, then flags, each overriding the one before', (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'c.json');
+  writeFileSync(file, JSON.stringify({ listenPort: 1, name: 'file' }));
+  assert.deepEqual(loadConfig(Schema, { file }), { listenPort: 1, name: 'file', debug: false });
+  const env = { POSTERN_LISTEN_PORT: '2', POSTERN_DEBUG: 'true', OTHER: 'x' };
+  assert.deepEqual(loadConfig(Schema, { file, envPrefix: 'POSTERN', env }), {
+    listenPort: 2,
+    name: 'file',
+    debug: true,
+  });
+  assert.deepEqual(
+    loadConfig(Schema, { file, envPrefix: 'POSTERN', env, flags: { listenPort: 3, name: undefined } }),
+    {
+      listenPort: 3,
+      name: 'file',
+      debug: true,
+    },
+  );
+});
+
+test('a bad config names the file and the field', (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'bad.json');
+  writeFileSync(file, JSON.stringify({ listenPort: 'eighty' }));
+  assert.throws(
+    () => loadConfig(Schema, { file }),
+    (e: unknown) =>
+      isPosternError(e, 'BAD_CONFIG') && e.message.includes(file) && e.message.includes('listenPort'),
+  );
+});
+
+test('broken JSON, a non-object, a missing file and an oversized file are clear errors', (t) => {
+  const dir = tempDir(t);
+  const broken = join(dir, 'broken.json');
+  writeFileSync(broken, '{"listenPort": 1');
+  assert.throws(
+    () => loadConfig(Schema, { file: broken }),
+    (e: unknown) => isPosternError(e, 'BAD_CONFIG') && /not valid JSON/.test(e.message),
+  );
+  const arr = join(dir, 'arr.json');
+  writeFileSync(arr, '[1,2]');
+  assert.throws(
+    () => loadConfig(Schema, { file: arr }),
+    (e: unknown) => isPosternError(e, 'BAD_CONFIG') && /JSON object/.test(e.message),
+  );
+  assert.throws(
+    () => loadConfig(Schema, { file: join(dir, 'none.json') }),
+    (e: unknown) => isPosternError(e, 'BAD_CONFIG') && /cannot read/.test(e.message),
+  );
+  const big = join(dir, 'big.json');
+  writeFileSync(big, Buffer.alloc(MAX_CONFIG_BYTES + 1, 0x20));
+  assert.throws(
+    () => readJsonFile(big),
+    (e: unknown) => isPosternError(e, 'TOO_LARGE'),
+  );
+});
