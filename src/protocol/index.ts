@@ -1,0 +1,6 @@
+// The protocol module's public surface: formats both the client and the server side share.
+export * from './authenticated-package.ts';
+export * from './authorization.ts';
+export * from './go-json.ts';
+export * from './tunnel-protocols.ts';
+export * from './server-entry.ts';
