@@ -1,0 +1,17 @@
+// Privacy: the data inventory of everything Postern persists, and the checks that hold the code to it.
+export {
+  TABLE_INVENTORY,
+  EVENT_INVENTORY,
+  describeRetention,
+  declaredColumns,
+  listLiveColumns,
+  findUndeclaredColumns,
+  findUndeclaredEventFields,
+} from './inventory.ts';
+export type {
+  Audience,
+  EventDeclaration,
+  FieldDeclaration,
+  Retention,
+  TableDeclaration,
+} from './inventory.ts';

@@ -1,0 +1,219 @@
+// The data inventory: every table and column Postern persists (and, as services add them, every field of every
+// event it writes), with why it is kept, for how long, who may see it and whether it can identify a person.
+// The privacy policy page is generated from this, and tests fail when a live database holds a table or column
+// that is not declared here, so nothing is stored without saying so.
+import type { SqlExecutor } from '../store/index.ts';
+import { rowString } from '../store/index.ts';
+
+/** How long a value is kept. */
+export type Retention =
+  /** Kept until an operator deletes it with the CLI (configuration, not user activity) */
+  | { kind: 'until-operator-deletes' }
+  /** Kept as long as the database itself (bookkeeping of the database's own structure) */
+  | { kind: 'while-database-exists' }
+  /** Deleted by the retention scheduler this many days after it was written */
+  | { kind: 'days'; days: number };
+
+/**
+ * The widest audience that may see a value. Each includes those before it: the operator sees what sponsors
+ * see in aggregate, and anything public.
+ * - nobody: kept for the system's own use, shown to no person (e.g. a hash for rate limiting)
+ * - operator: the operator of the network, on the dashboard and CLI
+ * - sponsor-aggregate: sponsors, only as aggregates by date, sponsor and region with small cells suppressed
+ * - public: published to anyone (e.g. server entries in signed server lists, home pages sent to clients)
+ */
+export type Audience = 'nobody' | 'operator' | 'sponsor-aggregate' | 'public';
+
+export interface FieldDeclaration {
+  /** Why it is kept, in words a user of the network would understand */
+  purpose: string;
+  retention: Retention;
+  visibleTo: Audience;
+  /** Whether the value, alone or with other stored values, can single out a person using the network */
+  identifiesPerson: boolean;
+}
+
+export interface TableDeclaration {
+  /** The service whose migrations create it ('store' for the database's own bookkeeping) */
+  service: string;
+  table: string;
+  purpose: string;
+  columns: Readonly<Record<string, FieldDeclaration>>;
+}
+
+export interface EventDeclaration {
+  /** The event name as written to the spool, e.g. 'server_tunnel' */
+  event: string;
+  purpose: string;
+  fields: Readonly<Record<string, FieldDeclaration>>;
+}
+
+const UNTIL_OPERATOR_DELETES: Retention = { kind: 'until-operator-deletes' };
+const WHILE_DATABASE_EXISTS: Retention = { kind: 'while-database-exists' };
+
+/** Network configuration that operators manage: kept until they delete it, about no user. */
+function config(purpose: string, visibleTo: Audience = 'operator'): FieldDeclaration {
+  return { purpose, retention: UNTIL_OPERATOR_DELETES, visibleTo, identifiesPerson: false };
+}
+
+export const TABLE_INVENTORY: readonly TableDeclaration[] = [
+  {
+    service: 'store',
+    table: 'schema_migrations',
+    purpose: 'Which schema changes have been applied to this database, so upgrades run each change once.',
+    columns: {
+      service: {
+        purpose: 'The Postern service whose schema changed (ops, stats, ...).',
+        retention: WHILE_DATABASE_EXISTS,
+        visibleTo: 'operator',
+        identifiesPerson: false,
+      },
+      version: {
+        purpose: 'The number of the applied schema change.',
+        retention: WHILE_DATABASE_EXISTS,
+        visibleTo: 'operator',
+        identifiesPerson: false,
+      },
+      applied_at: {
+        purpose: 'When the change was applied, to diagnose upgrades.',
+        retention: WHILE_DATABASE_EXISTS,
+        visibleTo: 'operator',
+        identifiesPerson: false,
+      },
+    },
+  },
+  {
+    service: 'ops',
+    table: 'ops_sponsors',
+    purpose: 'Partners who distribute the client: what their users are shown and which domains are counted.',
+    columns: {
+      id: config(
+        'Identifies the sponsor in client configs, handshakes and aggregate statistics.',
+        'sponsor-aggregate',
+      ),
+      name: config(
+        "The sponsor's name, shown to the operator and in the sponsor's own portal.",
+        'sponsor-aggregate',
+      ),
+      home_pages: config(
+        'Pages the client opens after connecting, per region; sent to every client.',
+        'public',
+      ),
+      domain_regexes: config(
+        'Patterns that map destination host names to the names bytes are counted under; sent to clients.',
+        'public',
+      ),
+      created_at: config('When the operator added the sponsor.'),
+    },
+  },
+  {
+    service: 'ops',
+    table: 'ops_propagation_channels',
+    purpose: 'Distribution channels of the client, so statistics can be grouped by how people got it.',
+    columns: {
+      id: config('Identifies the channel in client configs and aggregate statistics.', 'sponsor-aggregate'),
+      name: config('A readable name for the channel.'),
+      created_at: config('When the operator added the channel.'),
+    },
+  },
+  {
+    service: 'ops',
+    table: 'ops_servers',
+    purpose: "The network's tunnel servers, to build and publish signed server lists.",
+    columns: {
+      id: config("The server's ID within the network, used by the operator."),
+      ip_address: config(
+        'The public address of a server the operator runs (not of any user); published in server entries.',
+        'public',
+      ),
+      region: config('Where the server runs, published in its entry for clients to choose.', 'public'),
+      capabilities: config(
+        'Protocols and API capabilities the server offers, published in its entry.',
+        'public',
+      ),
+      encoded_entry: config('The signed server entry that clients receive in server lists.', 'public'),
+      published: config('Whether the server is included in published server lists.'),
+      created_at: config('When the operator added the server.'),
+    },
+  },
+  {
+    service: 'ops',
+    table: 'ops_publications',
+    purpose: 'A record of each published server list, so the operator can see what went out where and when.',
+    columns: {
+      id: config('Numbers the publications in order.'),
+      published_at: config('When the list was published.'),
+      server_count: config('How many servers the list held.'),
+      target: config(
+        'Where the list was written: a folder or an s3:// bucket and prefix, never credentials.',
+      ),
+      sha256: config('The SHA-256 of the published package, to check what clients fetched.'),
+    },
+  },
+];
+
+/** Fields of the events servers write to their spool; each service that adds an event declares it here. */
+export const EVENT_INVENTORY: readonly EventDeclaration[] = [];
+
+export function describeRetention(r: Retention): string {
+  switch (r.kind) {
+    case 'until-operator-deletes':
+      return 'until the operator deletes it';
+    case 'while-database-exists':
+      return 'as long as the database exists';
+    case 'days':
+      return `${r.days} days`;
+  }
+}
+
+/** Every declared column as 'table.column'. */
+export function declaredColumns(inventory: readonly TableDeclaration[] = TABLE_INVENTORY): Set<string> {
+  const out = new Set<string>();
+  for (const t of inventory) for (const c of Object.keys(t.columns)) out.add(`${t.table}.${c}`);
+  return out;
+}
+
+/** Every table and column of the database the executor is connected to (its current schema on PostgreSQL). */
+export async function listLiveColumns(db: SqlExecutor): Promise<string[]> {
+  const rows =
+    db.dialect === 'sqlite'
+      ? await db.query(
+          `SELECT m.name AS table_name, p.name AS column_name
+           FROM sqlite_master AS m, pragma_table_info(m.name) AS p
+           WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+           ORDER BY m.name, p.cid`,
+        )
+      : await db.query(
+          `SELECT c.table_name::text AS table_name, c.column_name::text AS column_name
+           FROM information_schema.columns AS c
+           JOIN information_schema.tables AS t
+             ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+           WHERE c.table_schema = current_schema() AND t.table_type = 'BASE TABLE'
+           ORDER BY c.table_name, c.ordinal_position`,
+        );
+  return rows.map((r) => `${rowString(r, 'table_name')}.${rowString(r, 'column_name')}`);
+}
+
+/**
+ * The live columns, as 'table.column', that the inventory does not declare (a table that is not declared at
+ * all shows every one of its columns). An empty list means everything stored is accounted for.
+ */
+export async function findUndeclaredColumns(
+  db: SqlExecutor,
+  inventory: readonly TableDeclaration[] = TABLE_INVENTORY,
+): Promise<string[]> {
+  const declared = declaredColumns(inventory);
+  return (await listLiveColumns(db)).filter((c) => !declared.has(c));
+}
+
+/** The fields of an event record that its declaration does not list (all of them for an undeclared event). */
+export function findUndeclaredEventFields(
+  event: string,
+  record: Readonly<Record<string, unknown>>,
+  inventory: readonly EventDeclaration[] = EVENT_INVENTORY,
+): string[] {
+  const decl = inventory.find((e) => e.event === event);
+  return Object.keys(record)
+    .filter((f) => !decl || !Object.hasOwn(decl.fields, f))
+    .map((f) => `${event}.${f}`);
+}
