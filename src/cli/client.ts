@@ -1,0 +1,49 @@
+// `postern client ...`: make a client's configuration.
+import { Command } from 'commander';
+import { writeJsonAtomic } from '../common/files.ts';
+import { openNetwork, makeClientConfig } from '../ops/index.ts';
+import { collect, printResult } from './output.ts';
+
+export function clientCommand(): Command {
+  const cmd = new Command('client').description('the client: its configuration and (soon) its proxies');
+  cmd
+    .command('config')
+    .description("a client's config for one sponsor: network keys, embedded signed entries, list URLs")
+    .requiredOption('--network <NET>', 'the network folder')
+    .requiredOption('--sponsor <ID>', 'sponsor ID')
+    .option('--channel <ID>', 'propagation channel ID (default: the network default)')
+    .option('--list-url <URL>', 'where the client fetches the remote server list (repeatable)', collect, [])
+    .option('--max-entries <N>', 'embed at most N server entries', (v) => Number.parseInt(v, 10))
+    .requiredOption('--out <FILE>', 'where to write client.json')
+    .option('--json', 'print the result as JSON')
+    .action(
+      async (o: {
+        network: string;
+        sponsor: string;
+        channel?: string;
+        listUrl: string[];
+        maxEntries?: number;
+        out: string;
+        json?: boolean;
+      }) => {
+        const net = await openNetwork(o.network);
+        try {
+          const config = await makeClientConfig(net, {
+            sponsorId: o.sponsor,
+            listUrls: o.listUrl,
+            ...(o.channel ? { propagationChannelId: o.channel } : {}),
+            ...(o.maxEntries !== undefined ? { maxEmbeddedEntries: o.maxEntries } : {}),
+          });
+          writeJsonAtomic(o.out, config);
+          printResult(
+            !!o.json,
+            { out: o.out, embeddedEntries: config.EmbeddedServerEntries.length },
+            () => `wrote ${o.out} with ${config.EmbeddedServerEntries.length} embedded server entries`,
+          );
+        } finally {
+          await net.close();
+        }
+      },
+    );
+  return cmd;
+}

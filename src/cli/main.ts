@@ -1,0 +1,32 @@
+// The `postern` command.
+import { Command } from 'commander';
+import { networkCommand } from './network.ts';
+import { serverCommand } from './server.ts';
+import { clientCommand } from './client.ts';
+import { upCommand } from './up.ts';
+import { exitWithError } from './output.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('postern')
+    .description('Postern: a self-hostable censorship-circumvention network')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+  program.addCommand(upCommand());
+  program.addCommand(networkCommand());
+  program.addCommand(serverCommand());
+  program.addCommand(clientCommand());
+  // Subcommands inherit error handling: a wrong flag exits 2 with a message, never a stack trace.
+  const inherit = (c: Command) => {
+    c.exitOverride().showHelpAfterError('(run with --help for usage)');
+    c.commands.forEach(inherit);
+  };
+  program.commands.forEach(inherit);
+  return program;
+}
+
+try {
+  await buildProgram().parseAsync(process.argv);
+} catch (e) {
+  exitWithError(e);
+}

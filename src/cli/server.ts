@@ -1,0 +1,101 @@
+// `postern server ...`: generate a server's config and signed entry.
+import { Command } from 'commander';
+import { RealClock } from '../common/clock.ts';
+import { openNetwork, generateServer, parsePorts } from '../ops/index.ts';
+import { collect, commaList, printResult } from './output.ts';
+
+export function serverCommand(): Command {
+  const clock = new RealClock();
+  const cmd = new Command('server').description('tunnel servers');
+  cmd
+    .command('generate')
+    .description(
+      "a new server's keys, config (SRV/server.json, 0600) and signed entry (SRV/server-entry.dat)",
+    )
+    .requiredOption('--network <NET>', 'the network folder')
+    .requiredOption('--ip <IP>', 'the address clients dial')
+    .requiredOption('--out <SRV>', 'folder for the server files')
+    .option('--protocols <P,...>', 'tunnel protocols to serve (default: OSSH)', commaList)
+    .option('--port <PROTOCOL=PORT>', 'listening port of a protocol (repeatable)', collect, [])
+    .option('--region <RR>', "two-letter region of the server's host", 'None')
+    .option('--listen <ADDRESS>', 'address to bind (default: the --ip)')
+    .option('--host-id <ID>', 'name of the server in the registry (default: generated)')
+    .option('--unpublished', 'keep it out of published remote server lists')
+    .option('--json', 'print the result as JSON')
+    .action(
+      async (o: {
+        network: string;
+        ip: string;
+        out: string;
+        protocols?: string[];
+        port: string[];
+        region: string;
+        listen?: string;
+        hostId?: string;
+        unpublished?: boolean;
+        json?: boolean;
+      }) => {
+        const net = await openNetwork(o.network);
+        try {
+          const g = await generateServer(
+            net,
+            {
+              ip: o.ip,
+              out: o.out,
+              region: o.region,
+              ports: parsePorts(o.port),
+              publish: !o.unpublished,
+              ...(o.protocols ? { protocols: o.protocols } : {}),
+              ...(o.listen ? { listenAddress: o.listen } : {}),
+              ...(o.hostId ? { hostId: o.hostId } : {}),
+            },
+            clock,
+          );
+          printResult(
+            !!o.json,
+            {
+              hostId: g.hostId,
+              configPath: g.configPath,
+              entryPath: g.entryPath,
+              ports: g.config.TunnelProtocolPorts,
+            },
+            () =>
+              [
+                `generated server ${g.hostId}`,
+                `  config (private, 0600): ${g.configPath}`,
+                `  signed entry: ${g.entryPath}`,
+                `  ports: ${Object.entries(g.config.TunnelProtocolPorts)
+                  .map(([p, n]) => `${p}=${n}`)
+                  .join(' ')}`,
+              ].join('\n'),
+          );
+        } finally {
+          await net.close();
+        }
+      },
+    );
+  cmd
+    .command('list')
+    .description('list registered servers')
+    .requiredOption('--network <NET>', 'the network folder')
+    .option('--json', 'print the result as JSON')
+    .action(async (o: { network: string; json?: boolean }) => {
+      const net = await openNetwork(o.network);
+      try {
+        const list = await net.store.listServers();
+        printResult(!!o.json, list, () =>
+          list.length
+            ? list
+                .map(
+                  (s) =>
+                    `${s.id}  ${s.ipAddress}  ${s.region}  ${s.capabilities.join(',')}${s.published ? '' : '  (unpublished)'}`,
+                )
+                .join('\n')
+            : 'no servers',
+        );
+      } finally {
+        await net.close();
+      }
+    });
+  return cmd;
+}
