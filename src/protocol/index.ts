@@ -4,3 +4,7 @@ export * from './authorization.ts';
 export * from './go-json.ts';
 export * from './tunnel-protocols.ts';
 export * from './server-entry.ts';
+export * from './keys.ts';
+export * from './psinet.ts';
+export * from './server-config.ts';
+export * from './client-config.ts';

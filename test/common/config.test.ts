@@ -70,3 +70,35 @@ test('broken JSON, a non-object, a missing file and an oversized file are clear 
     (e: unknown) => isPosternError(e, 'TOO_LARGE'),
   );
 });
+
+test('hostile config files: any bytes give a typed error or a valid config, never a crash', async (t) => {
+  const fc = await import('fast-check');
+  const { ServerConfigSchema } = await import('../../src/protocol/server-config.ts');
+  const { ClientConfigSchema } = await import('../../src/protocol/client-config.ts');
+  const dir = tempDir(t);
+  const file = join(dir, 'fuzz.json');
+  const jsonish = fc.oneof(
+    fc.uint8Array({ maxLength: 256 }).map((b) => Buffer.from(b)),
+    fc.json().map((s) => Buffer.from(s)),
+    fc
+      .record({
+        PropagationChannelId: fc.string(),
+        SponsorId: fc.string(),
+        TunnelProtocolPorts: fc.anything(),
+      })
+      .map((o) => Buffer.from(JSON.stringify(o))),
+  );
+  fc.assert(
+    fc.property(jsonish, (bytes) => {
+      writeFileSync(file, bytes);
+      for (const schema of [ServerConfigSchema, ClientConfigSchema]) {
+        try {
+          loadConfig(schema, { file });
+        } catch (e) {
+          assert.ok(isPosternError(e, 'BAD_CONFIG'), `unexpected ${String(e)}`);
+        }
+      }
+    }),
+    { numRuns: 300 },
+  );
+});
