@@ -25,7 +25,12 @@ export type ErrorCode =
   | 'AUTH_FAILED'
   | 'HOST_KEY_MISMATCH'
   | 'REFUSED'
-  | 'CLOSED';
+  | 'CLOSED'
+  | 'DIAL_FAILED'
+  | 'BAD_PROXY_REQUEST'
+  | 'BAD_CBOR'
+  | 'BAD_API_REQUEST'
+  | 'BAD_API_RESPONSE';
 
 export class PosternError extends Error {
   readonly code: ErrorCode;
