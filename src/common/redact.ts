@@ -18,6 +18,12 @@ function isIpv6Candidate(s: string): boolean {
   return groups.length >= 8 || /[a-fA-F]/.test(s);
 }
 
+/** True when `s` holds anything that redactString would replace as an IP address (for refusing, not rewriting). */
+export function containsIpAddress(s: string): boolean {
+  for (const m of s.matchAll(IPV6)) if (m[0].length >= 2 && isIpv6Candidate(m[0])) return true;
+  return s.match(IPV4) !== null;
+}
+
 export function redactString(s: string): string {
   // IPv6 before IPv4, so that a v4-mapped address (::ffff:192.0.2.1) goes as one piece.
   let out = s.replace(EMAIL, REDACTED_EMAIL);
