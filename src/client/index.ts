@@ -27,3 +27,4 @@ export type {
 } from './local-proxy.ts';
 export { DialError, DirectDialer, dialFailureOf, describeDialFailure } from './dialer.ts';
 export type { DialFailure, DialOptions, DirectDialerOptions, TunnelDialer } from './dialer.ts';
+export * from './api-client.ts';

@@ -8,3 +8,5 @@ export * from './keys.ts';
 export * from './psinet.ts';
 export * from './server-config.ts';
 export * from './client-config.ts';
+export * from './cbor.ts';
+export * from './api.ts';

@@ -1,0 +1,2 @@
+// The tunnel server's public surface.
+export * from './api-handlers.ts';
