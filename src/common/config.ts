@@ -42,15 +42,37 @@ function camelFromEnv(name: string): string {
   return name.toLowerCase().replace(/_([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 }
 
-function envLayer(prefix: string, env: NodeJS.ProcessEnv): ConfigLayer {
+/** Letters and digits only, lower case: PREFIX_SPONSOR_ID, sponsorId and SponsorId all meet at "sponsorid". */
+function foldKey(k: string): string {
+  return k.toLowerCase().replace(/[^a-z0-9]/g, '');
+}
+
+/** The schema's own key for an environment variable's name, when the schema is an object with such a key. */
+function schemaKeyFor(schema: z.ZodType, envName: string): string {
+  const shape = (schema as unknown as { shape?: Record<string, unknown> }).shape;
+  if (shape && typeof shape === 'object') {
+    const folded = foldKey(envName);
+    for (const k of Object.keys(shape)) if (foldKey(k) === folded) return k;
+  }
+  return camelFromEnv(envName);
+}
+
+function fieldSchema(schema: z.ZodType, key: string): z.ZodType | undefined {
+  const shape = (schema as unknown as { shape?: Record<string, z.ZodType> }).shape;
+  return shape && typeof shape === 'object' ? shape[key] : undefined;
+}
+
+function envLayer(schema: z.ZodType, prefix: string, env: NodeJS.ProcessEnv): ConfigLayer {
   const out: ConfigLayer = {};
   const p = prefix.endsWith('_') ? prefix : `${prefix}_`;
   for (const [k, v] of Object.entries(env)) {
     if (!k.startsWith(p) || v === undefined) continue;
-    const key = camelFromEnv(k.slice(p.length));
-    // Values that look like JSON (numbers, booleans, arrays, objects) are parsed; anything else is a string.
+    const key = schemaKeyFor(schema, k.slice(p.length));
+    // A value the field takes as a string stays a string (IDs of hex digits are not numbers); otherwise values
+    // that look like JSON (numbers, booleans, arrays, objects) are parsed.
     let value: unknown = v;
-    if (/^(?:-?\d+(?:\.\d+)?|true|false|\[.*\]|\{.*\})$/s.test(v)) {
+    const field = fieldSchema(schema, key);
+    if (!field?.safeParse(v).success && /^(?:-?\d+(?:\.\d+)?|true|false|\[.*\]|\{.*\})$/s.test(v)) {
       try {
         value = JSON.parse(v);
       } catch {
@@ -86,7 +108,7 @@ export function loadConfig<S extends z.ZodType>(schema: S, opts: LoadConfigOptio
     }
     merged = { ...(raw as ConfigLayer) };
   }
-  if (opts.envPrefix) merged = { ...merged, ...envLayer(opts.envPrefix, opts.env ?? process.env) };
+  if (opts.envPrefix) merged = { ...merged, ...envLayer(schema, opts.envPrefix, opts.env ?? process.env) };
   if (opts.flags) {
     for (const [k, v] of Object.entries(opts.flags)) if (v !== undefined) merged[k] = v;
   }

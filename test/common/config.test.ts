@@ -102,3 +102,25 @@ test('hostile config files: any bytes give a typed error or a valid config, neve
     { numRuns: 300 },
   );
 });
+
+test('environment variables reach PascalCase fields (the client and server configs use them)', async () => {
+  const { ClientConfigSchema } = await import('../../src/protocol/client-config.ts');
+  const base = {
+    PropagationChannelId: 'ABCDEF0123456789',
+    SponsorId: '0000000000000001',
+    ServerEntrySignaturePublicKey: 'k',
+  };
+  const c = loadConfig(ClientConfigSchema, {
+    envPrefix: 'POSTERN_CLIENT',
+    env: { POSTERN_CLIENT_SPONSOR_ID: '1111222233334444' },
+    flags: base,
+  });
+  // flags win over the environment, so leave SponsorId out of them to see the environment's value
+  const d = loadConfig(ClientConfigSchema, {
+    envPrefix: 'POSTERN_CLIENT',
+    env: { POSTERN_CLIENT_SPONSOR_ID: '1111222233334444' },
+    flags: { ...base, SponsorId: undefined },
+  });
+  assert.equal(c.SponsorId, '0000000000000001');
+  assert.equal(d.SponsorId, '1111222233334444');
+});
