@@ -1,6 +1,8 @@
 // `postern server ...`: generate a server's config and signed entry.
 import { Command } from 'commander';
 import { RealClock } from '../common/clock.ts';
+import { createLogger } from '../common/logger.ts';
+import { runServer } from '../server/run.ts';
 import { openNetwork, generateServer, parsePorts } from '../ops/index.ts';
 import { collect, commaList, printResult } from './output.ts';
 
@@ -17,7 +19,7 @@ export function serverCommand(): Command {
     .requiredOption('--out <SRV>', 'folder for the server files')
     .option('--protocols <P,...>', 'tunnel protocols to serve (default: OSSH)', commaList)
     .option('--port <PROTOCOL=PORT>', 'listening port of a protocol (repeatable)', collect, [])
-    .option('--region <RR>', "two-letter region of the server's host", 'None')
+    .requiredOption('--region <RR>', "two-letter country code of the server's host, e.g. CA")
     .option('--listen <ADDRESS>', 'address to bind (default: the --ip)')
     .option('--host-id <ID>', 'name of the server in the registry (default: generated)')
     .option('--unpublished', 'keep it out of published remote server lists')
@@ -74,6 +76,39 @@ export function serverCommand(): Command {
         }
       },
     );
+  cmd
+    .command('run')
+    .description('run a tunnel server from its config; Ctrl-C stops it')
+    .requiredOption('--config <FILE>', "the server's server.json")
+    .option(
+      '--allow-destination <CIDR>',
+      'let port forwards reach this loopback/private range (repeatable)',
+      collect,
+      [],
+    )
+    .action(async (o: { config: string; allowDestination: string[] }) => {
+      const log = createLogger({ name: 'server' });
+      const running = await runServer({
+        configFile: o.config,
+        allowDestinations: o.allowDestination,
+        clock,
+        log,
+      });
+      for (const [protocol, port] of Object.entries(running.ports)) {
+        log.info({ protocol, port }, `listening for ${protocol}`);
+      }
+      process.stdout.write(
+        `server ${running.config.HostID} running: ${Object.entries(running.ports)
+          .map(([p, n]) => `${p}=${n}`)
+          .join(' ')}\n`,
+      );
+      await new Promise<void>((res) => {
+        process.once('SIGINT', () => res());
+        process.once('SIGTERM', () => res());
+      });
+      await running.stop();
+      log.info('stopped');
+    });
   cmd
     .command('list')
     .description('list registered servers')

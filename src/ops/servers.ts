@@ -13,7 +13,11 @@ import {
   serverEntryTag,
   type ServerEntryFields,
 } from '../protocol/server-entry.ts';
-import { capabilityForTunnelProtocol, isKnownTunnelProtocol } from '../protocol/tunnel-protocols.ts';
+import {
+  capabilityForTunnelProtocol,
+  isKnownTunnelProtocol,
+  CAPABILITY_SSH_API_REQUESTS,
+} from '../protocol/tunnel-protocols.ts';
 import type { ServerConfig } from '../protocol/server-config.ts';
 import { parseAuthorizationVerificationKey } from '../protocol/authorization.ts';
 import { buildPsinet } from './sponsors.ts';
@@ -38,7 +42,8 @@ export interface GenerateServerInput {
   protocols?: string[];
   /** Port per protocol, overriding SERVABLE_PROTOCOLS' defaults */
   ports?: Record<string, number>;
-  region?: string;
+  /** Two-letter country code of the server's host */
+  region: string;
   listenAddress?: string;
   hostId?: string;
   out: string;
@@ -102,11 +107,12 @@ export async function generateServer(
     if (!protocols.includes(p))
       throw new PosternError('BAD_ARGUMENT', `--port names ${p}, which is not in --protocols`);
   }
-  const region = (input.region ?? 'None').trim();
-  if (region !== 'None' && !/^[A-Z]{2}$/.test(region)) {
+  // Clients send the entry's region in the handshake, and servers accept only a two-letter code there.
+  const region = input.region.trim();
+  if (!/^[A-Z]{2}$/.test(region)) {
     throw new PosternError(
       'BAD_ARGUMENT',
-      `--region "${region}" must be a two-letter upper-case country code`,
+      `--region "${region}" must be the two-letter upper-case country code of the server's host (e.g. CA)`,
     );
   }
   const hostId = input.hostId ?? `postern-${randomBytes(4).toString('hex')}`;
@@ -144,7 +150,7 @@ export async function generateServer(
     sshHostKey: hostKey.publicKeyBlobB64,
     sshObfuscatedPort: ports['OSSH'] ?? 0,
     sshObfuscatedKey: obfuscatedKey,
-    capabilities: ['handshake', ...protocols.map(capabilityForTunnelProtocol)],
+    capabilities: [CAPABILITY_SSH_API_REQUESTS, ...protocols.map(capabilityForTunnelProtocol)],
     region,
     configurationVersion: 0,
     tag: serverEntryTag(webServerSecret, input.ip),

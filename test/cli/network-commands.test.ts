@@ -44,6 +44,8 @@ test('the README sequence works and its outputs fit together', (t) => {
     '127.0.0.1',
     '--protocols',
     'OSSH,SSH',
+    '--region',
+    'CA',
     '--out',
     join(dir, 'srv'),
   ]);
@@ -87,7 +89,18 @@ test('wrong usage: a clear message, a non-zero exit, no stack trace', (t) => {
     [['network', 'frobnicate'], 1, /unknown command 'frobnicate'/],
     [['network', 'sponsor', 'add', '--dir', join(dir, 'none'), '--name', 'x'], 1, /network init --dir/],
     [
-      ['server', 'generate', '--network', join(dir, 'none'), '--ip', '1.2.3.4', '--out', join(dir, 's')],
+      [
+        'server',
+        'generate',
+        '--network',
+        join(dir, 'none'),
+        '--ip',
+        '1.2.3.4',
+        '--region',
+        'CA',
+        '--out',
+        join(dir, 's'),
+      ],
       1,
       /does not exist/,
     ],
@@ -115,6 +128,8 @@ test('wrong usage: a clear message, a non-zero exit, no stack trace', (t) => {
     '127.0.0.1',
     '--protocols',
     'NOPE',
+    '--region',
+    'CA',
     '--out',
     join(dir, 's'),
   ]);

@@ -127,6 +127,7 @@ test('server generate, publish, client config: a list that verifies, and fails a
   const a = await generateServer(
     net,
     {
+      region: 'CA',
       ip: '127.0.0.1',
       out: join(dir, 'srv-a'),
       protocols: ['OSSH', 'SSH'],
@@ -149,15 +150,20 @@ test('server generate, publish, client config: a list that verifies, and fails a
   verifyServerEntrySignature(entry, net.file.ServerEntrySignaturePublicKey);
   assert.equal(entry['ipAddress'], '127.0.0.1');
   assert.equal(entry['sshObfuscatedPort'], 4000);
-  assert.deepEqual([...(entry['capabilities'] as string[])].sort(), ['OSSH', 'SSH', 'handshake']);
+  assert.deepEqual([...(entry['capabilities'] as string[])].sort(), ['OSSH', 'SSH', 'ssh-api-requests']);
   assert.equal(entry['sshObfuscatedKey'], cfg.ObfuscatedSSHKey);
 
   await assert.rejects(
-    generateServer(net, { ip: '127.0.0.3', out: join(dir, 'x'), protocols: ['QUIC-OSSH'] }, clock),
+    generateServer(
+      net,
+      { region: 'CA', ip: '127.0.0.3', out: join(dir, 'x'), protocols: ['QUIC-OSSH'] },
+      clock,
+    ),
     (e: unknown) => isPosternError(e, 'BAD_ARGUMENT') && /not served by this release/.test(e.message),
   );
-  await assert.rejects(generateServer(net, { ip: 'not-an-ip', out: join(dir, 'y') }, clock), (e: unknown) =>
-    isPosternError(e, 'BAD_ARGUMENT'),
+  await assert.rejects(
+    generateServer(net, { region: 'CA', ip: 'not-an-ip', out: join(dir, 'y') }, clock),
+    (e: unknown) => isPosternError(e, 'BAD_ARGUMENT'),
   );
 
   const out = join(dir, 'published');
@@ -215,7 +221,11 @@ test('server generate, publish, client config: a list that verifies, and fails a
 test('a network reopens with its registry and keys intact', async (t) => {
   const dir = tempDir(t);
   const net = await makeNetwork(dir);
-  await generateServer(net, { ip: '127.0.0.1', out: join(dir, 'srv'), hostKeyBits: 1024 }, clock);
+  await generateServer(
+    net,
+    { region: 'CA', ip: '127.0.0.1', out: join(dir, 'srv'), hostKeyBits: 1024 },
+    clock,
+  );
   await net.close();
   const again = await openNetwork(join(dir, 'net'));
   t.after(() => again.close());

@@ -36,7 +36,11 @@ test('publish to an S3-compatible endpoint; a client fetches the object over HTT
   const dir = tempDir(t);
   const net = await initNetwork({ dir: join(dir, 'net'), clock, rsaBits: 1024 });
   t.after(() => net.close());
-  const srv = await generateServer(net, { ip: '127.0.0.1', out: join(dir, 'srv'), hostKeyBits: 1024 }, clock);
+  const srv = await generateServer(
+    net,
+    { region: 'CA', ip: '127.0.0.1', out: join(dir, 'srv'), hostKeyBits: 1024 },
+    clock,
+  );
 
   const r = await publishServerList(net, 's3://lists/net1', clock, { endpoint });
   assert.deepEqual(r.written, ['s3://lists/net1/server_list', 's3://lists/net1/server_list_compressed']);

@@ -1,0 +1,67 @@
+// Runs a tunnel server from its config file: GeoIP, the event spool, the listeners; stops cleanly on a signal.
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import type { Clock } from '../common/clock.ts';
+import type { Logger } from '../common/logger.ts';
+import { loadConfig } from '../common/config.ts';
+import { ServerConfigSchema, type ServerConfig } from '../protocol/server-config.ts';
+import { openGeoIp } from './geoip.ts';
+import { EventSpoolWriter, type SpoolEvent } from './event-spool.ts';
+import { TunnelServer } from './tunnel-server.ts';
+
+export interface RunningServer {
+  server: TunnelServer;
+  config: ServerConfig;
+  ports: Record<string, number>;
+  stop(): Promise<void>;
+}
+
+export function loadServerConfig(file: string, flags: Record<string, unknown> = {}): ServerConfig {
+  return loadConfig(ServerConfigSchema, { file, envPrefix: 'POSTERN_SERVER', flags });
+}
+
+export async function runServer(opts: {
+  configFile: string;
+  allowDestinations?: string[];
+  clock: Clock;
+  log: Logger;
+}): Promise<RunningServer> {
+  const configFile = resolve(opts.configFile);
+  const config = loadServerConfig(configFile);
+  const configDir = dirname(configFile);
+  const at = (p: string) => (isAbsolute(p) ? p : join(configDir, p));
+  const geoip = await openGeoIp({
+    files: config.GeoIPDatabaseFilenames.map(at),
+    clock: opts.clock,
+    logger: opts.log,
+  });
+  const spool = await EventSpoolWriter.open({
+    dir: at(config.SpoolDirectory),
+    clock: opts.clock,
+    logger: opts.log,
+  });
+  const server = new TunnelServer({
+    config,
+    configDir,
+    geoip,
+    events: { record: (ev) => spool.record(ev as SpoolEvent) },
+    clock: opts.clock,
+    log: opts.log,
+    ...(opts.allowDestinations ? { allowDestinations: opts.allowDestinations } : {}),
+  });
+  let ports: Record<string, number>;
+  try {
+    ports = await server.start();
+  } catch (e) {
+    await spool.close();
+    throw e;
+  }
+  return {
+    server,
+    config,
+    ports,
+    stop: async () => {
+      await server.stop();
+      await spool.close();
+    },
+  };
+}
