@@ -2,10 +2,19 @@
 import { Command } from 'commander';
 import { writeJsonAtomic } from '../common/files.ts';
 import { openNetwork, makeClientConfig } from '../ops/index.ts';
-import { collect, printResult } from './output.ts';
+import { collect, commaList, printResult } from './output.ts';
+import {
+  DEFAULT_CLIENT_DATA_DIR,
+  DEFAULT_HTTP_ADDRESS,
+  DEFAULT_SOCKS_ADDRESS,
+  runClient,
+  type ClientRunOptions,
+} from './client-run.ts';
 
 export function clientCommand(): Command {
-  const cmd = new Command('client').description('the client: its configuration and (soon) its proxies');
+  const cmd = new Command('client').description(
+    'the client: its configuration, and the tunnel with local proxies',
+  );
   cmd
     .command('config')
     .description("a client's config for one sponsor: network keys, embedded signed entries, list URLs")
@@ -45,5 +54,15 @@ export function clientCommand(): Command {
         }
       },
     );
+  cmd
+    .command('run')
+    .description('connect to the network and serve local SOCKS5 and HTTP proxies through the tunnel')
+    .requiredOption('--config <FILE>', 'the client config (client.json)')
+    .option('--socks <HOST:PORT>', 'where the SOCKS5 proxy listens', DEFAULT_SOCKS_ADDRESS)
+    .option('--http <HOST:PORT>', 'where the HTTP proxy listens', DEFAULT_HTTP_ADDRESS)
+    .option('--protocols <P,...>', 'use only these tunnel protocols (e.g. OSSH,SSH)', commaList)
+    .option('--data <DIR>', 'where the client keeps its server list', DEFAULT_CLIENT_DATA_DIR)
+    .option('--json', 'print state changes as JSON lines')
+    .action((o: ClientRunOptions) => runClient(o));
   return cmd;
 }

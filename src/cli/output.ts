@@ -1,6 +1,6 @@
 // How commands speak: results on stdout (JSON with --json), diagnostics on stderr, one exit path for errors.
 import { CommanderError } from 'commander';
-import { isPosternError, describeError } from '../common/errors.ts';
+import { PosternError, isPosternError, describeError } from '../common/errors.ts';
 import { redactString } from '../common/redact.ts';
 
 export function printResult(json: boolean, value: unknown, human: () => string): void {
@@ -29,4 +29,12 @@ export function commaList(value: string): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+}
+
+export function parseHostPort(value: string, flag: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535)
+    throw new PosternError('BAD_ARGUMENT', `${flag} "${value}" must be HOST:PORT, e.g. 127.0.0.1:1080`);
+  return { host: (m[1] ?? m[2]) as string, port };
 }

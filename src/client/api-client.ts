@@ -34,6 +34,7 @@ import {
   type DomainRegex,
 } from '../protocol/api.ts';
 import { decodeAuthorization } from '../protocol/authorization.ts';
+import { isRegionCode } from '../protocol/api-params.ts';
 import type { JsonObject, JsonValue } from '../protocol/go-json.ts';
 
 /** The reference's default APIRequest{Upstream,Downstream}Padding{Min,Max}Bytes. */
@@ -229,7 +230,9 @@ export function buildHandshakeParams(options: ApiClientOptions, dial: TunnelDial
     p['tls_profile'] = dial.tlsProfile;
     if (dial.tlsVersion) p['tls_version'] = dial.tlsVersion;
   }
-  if (dial.serverEntryRegion) p['server_entry_region'] = dial.serverEntryRegion;
+  // An entry from an older or hand-made list may carry a region the server would refuse: leave it out then.
+  if (dial.serverEntryRegion && isRegionCode(dial.serverEntryRegion))
+    p['server_entry_region'] = dial.serverEntryRegion;
   if (dial.serverEntrySource) p['server_entry_source'] = dial.serverEntrySource;
   if (dial.serverEntryTimestamp) {
     const hour = truncateTimestampToHour(dial.serverEntryTimestamp);

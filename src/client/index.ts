@@ -28,3 +28,24 @@ export type {
 export { DialError, DirectDialer, dialFailureOf, describeDialFailure } from './dialer.ts';
 export type { DialFailure, DialOptions, DirectDialerOptions, TunnelDialer } from './dialer.ts';
 export * from './api-client.ts';
+export {
+  TunnelController,
+  reconnectDelayMs,
+  usableTunnelProtocols,
+  DEFAULT_CONTROLLER_TIMING,
+  MAX_CONCURRENT_DIALS,
+} from './controller.ts';
+export type {
+  ConnectedTunnelInfo,
+  ControllerEvents,
+  ControllerOptions,
+  ControllerStatus,
+  ControllerTiming,
+  StatusReporter,
+  TransferTotals,
+  TunnelState,
+} from './controller.ts';
+export { ServerStore, SERVER_STORE_FILE, MAX_STORED_SERVER_ENTRIES } from './server-store.ts';
+export type { ImportResult, ServerStoreLoadReport, ServerStoreOptions } from './server-store.ts';
+export { IMPLEMENTED_TUNNEL_PROTOCOLS, Tunnel, TunnelDialError, dialTunnel } from './tunnel.ts';
+export type { DialTunnelParams, TunnelDialTimeouts } from './tunnel.ts';
