@@ -1,11 +1,14 @@
-// `postern up` on a fresh data folder: it sets the network up, serves the signed list, and stops on Ctrl-C.
+// `postern up` on a fresh data folder: it sets the network up, runs the server and the client, and curl
+// through either local proxy fetches a loopback origin's bytes intact; it stops cleanly on Ctrl-C.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { posternSpawn, waitForOutput } from '../helpers/cli.ts';
 import { tempDir } from '../helpers/tmp.ts';
+import { startOrigin, expectedSha256 } from '../helpers/origin.ts';
 import { readAuthenticatedDataPackage } from '../../src/protocol/authenticated-package.ts';
 
 async function freePort(): Promise<number> {
@@ -17,41 +20,105 @@ async function freePort(): Promise<number> {
   });
 }
 
-async function runUp(data: string, port: number): Promise<void> {
-  const child = posternSpawn(['up', '--data', data, '--lists', `127.0.0.1:${port}`]);
-  await waitForOutput(child, 'press Ctrl-C to stop');
-  const client = JSON.parse(readFileSync(join(data, 'client.json'), 'utf8')) as {
-    RemoteServerListURLs: { URL: string }[];
-    RemoteServerListSignaturePublicKey: string;
-    EmbeddedServerEntries: string[];
-  };
-  const url = client.RemoteServerListURLs.find((u) => u.URL.includes(`:${port}/`))?.URL;
-  assert.ok(url, 'the client config points at the served list');
-  const res = await fetch(url);
-  assert.equal(res.status, 200);
-  const list = readAuthenticatedDataPackage(
-    Buffer.from(await res.arrayBuffer()),
-    client.RemoteServerListSignaturePublicKey,
-  );
-  assert.deepEqual(list.split('\n'), client.EmbeddedServerEntries);
-  assert.equal(
-    (await fetch(url.replace('server_list_compressed', '..%2Fnetwork%2Fnetwork.json'))).status,
-    404,
-  );
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  child.kill('SIGINT');
-  assert.equal(await exited, 0);
+/** curl's SHA-256 of what it downloaded, via `sha256sum`, without holding the body in memory. */
+function curlSha(args: string[]): Promise<{ code: number | null; sha: string }> {
+  return new Promise((resolve) => {
+    const curl = spawn('curl', ['-sS', '--fail', '--max-time', '120', ...args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    const sum = spawn('sha256sum', [], { stdio: ['pipe', 'pipe', 'inherit'] });
+    curl.stdout.pipe(sum.stdin);
+    let out = '';
+    sum.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    let code: number | null = null;
+    curl.once('exit', (c) => (code = c));
+    sum.once('exit', () => resolve({ code, sha: out.split(' ')[0] ?? '' }));
+  });
 }
 
-test('postern up: first run creates the network, a second run reuses it', async (t) => {
+async function runUp(
+  data: string,
+  check: (ports: { socks: number; http: number; lists: number }) => Promise<void>,
+) {
+  const ports = { socks: await freePort(), http: await freePort(), lists: await freePort() };
+  const child = posternSpawn([
+    'up',
+    '--data',
+    data,
+    '--lists',
+    `127.0.0.1:${ports.lists}`,
+    '--socks',
+    `127.0.0.1:${ports.socks}`,
+    '--http',
+    `127.0.0.1:${ports.http}`,
+    '--allow-destination',
+    '127.0.0.0/8',
+  ]);
+  await waitForOutput(child, 'press Ctrl-C to stop', 60_000);
+  await waitForOutput(child, 'connected via', 30_000).catch(() => undefined);
+  try {
+    await check(ports);
+  } finally {
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGINT');
+    assert.equal(await exited, 0, 'Ctrl-C stops everything cleanly');
+  }
+}
+
+test('postern up: curl through SOCKS5 and HTTP proxies fetches 100 MB intact; the signed list is served', async (t) => {
   const data = join(tempDir(t), 'postern-data');
-  await runUp(data, await freePort());
+  const origin = await startOrigin();
+  t.after(() => origin.close());
+  const N = 100 * 1024 * 1024;
+  await runUp(data, async (ports) => {
+    const viaSocks = await curlSha([
+      '--socks5-hostname',
+      `127.0.0.1:${ports.socks}`,
+      origin.url(`/bytes/${N}`),
+    ]);
+    assert.equal(viaSocks.code, 0);
+    assert.equal(viaSocks.sha, expectedSha256(N));
+    const viaHttp = await curlSha(['-x', `http://127.0.0.1:${ports.http}`, origin.url(`/bytes/${N}`)]);
+    assert.equal(viaHttp.code, 0);
+    assert.equal(viaHttp.sha, expectedSha256(N));
+
+    const client = JSON.parse(readFileSync(join(data, 'client.json'), 'utf8')) as {
+      RemoteServerListURLs: { URL: string }[];
+      RemoteServerListSignaturePublicKey: string;
+      EmbeddedServerEntries: string[];
+    };
+    const url = client.RemoteServerListURLs.find((u) => u.URL.includes(`:${ports.lists}/`))?.URL;
+    assert.ok(url, 'the client config points at the served list');
+    const res = await fetch(url);
+    const list = readAuthenticatedDataPackage(
+      Buffer.from(await res.arrayBuffer()),
+      client.RemoteServerListSignaturePublicKey,
+    );
+    assert.deepEqual(list.split('\n'), client.EmbeddedServerEntries);
+    assert.equal(
+      (await fetch(url.replace('server_list_compressed', '..%2Fnetwork%2Fnetwork.json'))).status,
+      404,
+    );
+  });
+  // The server's event spool got a server_tunnel event per tunnel, with no address in it.
+  const spool = join(data, 'server', 'spool');
+  assert.ok(existsSync(spool));
+  const text = (await import('node:fs'))
+    .readdirSync(spool)
+    .filter((f) => f.endsWith('.jsonl'))
+    .map((f) => readFileSync(join(spool, f), 'utf8'))
+    .join('');
+  assert.match(text, /"event_name":"server_tunnel"/);
+  assert.doesNotMatch(text, /127\.0\.0\.1/);
+});
+
+test('postern up: a second run reuses the network and the server', async (t) => {
+  const data = join(tempDir(t), 'postern-data');
+  await runUp(data, async () => undefined);
   const entry = readFileSync(join(data, 'server', 'server-entry.dat'), 'utf8');
-  assert.ok(existsSync(join(data, 'network', 'network.json')));
-  await runUp(data, await freePort());
-  assert.equal(
-    readFileSync(join(data, 'server', 'server-entry.dat'), 'utf8'),
-    entry,
-    'same server on the second run',
-  );
+  await runUp(data, async (ports) => {
+    const r = await fetch(`http://127.0.0.1:${ports.lists}/server_list_compressed`);
+    assert.equal(r.status, 200);
+  });
+  assert.equal(readFileSync(join(data, 'server', 'server-entry.dat'), 'utf8'), entry);
 });
