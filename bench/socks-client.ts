@@ -10,6 +10,8 @@ function readExactly(sock: Socket, n: number): Promise<Buffer> {
       if (buf.length >= n) {
         sock.off('data', onData);
         sock.off('error', reject);
+        // Paused before the surplus goes back, so that no byte is emitted while nobody listens.
+        sock.pause();
         const rest = buf.subarray(n);
         if (rest.length) sock.unshift(rest);
         resolve(buf.subarray(0, n));
@@ -17,6 +19,7 @@ function readExactly(sock: Socket, n: number): Promise<Buffer> {
     };
     sock.on('data', onData);
     sock.once('error', reject);
+    sock.resume();
   });
 }
 
@@ -69,6 +72,7 @@ export function httpGet(sock: Socket, host: string, path: string): Promise<numbe
       resolve(total);
     });
     sock.once('error', reject);
+    sock.resume();
     sock.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
   });
 }

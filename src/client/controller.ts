@@ -42,6 +42,14 @@ import { dialTunnel, IMPLEMENTED_TUNNEL_PROTOCOLS, Tunnel, TunnelDialError } fro
 
 /** Candidates dialled at once (the reference's ConnectionWorkerPoolSize). */
 export const MAX_CONCURRENT_DIALS = 10;
+/**
+ * A dial with no result after this long (a blackholed server that took the TCP connection and never speaks)
+ * stops holding one of the MAX_CONCURRENT_DIALS places: the next candidate starts while it runs on to its own
+ * timeout. Without this, ten silent servers hold the whole pool for the full connect timeout.
+ */
+export const DIAL_STALL_RELEASE_MS = 250;
+/** Dials in flight at once, stalled ones included. */
+export const MAX_OUTSTANDING_DIALS = 64;
 /** TCP connect to a candidate. */
 export const TCP_CONNECT_TIMEOUT_MS = 10_000;
 /** Dial start to SSH authenticated (the reference's TunnelConnectTimeout). */
@@ -83,6 +91,8 @@ export const ACTIVITY_SAMPLE_MS = 1_000;
 
 export interface ControllerTiming {
   tcpConnectTimeoutMs: number;
+  /** See DIAL_STALL_RELEASE_MS. */
+  dialStallReleaseMs: number;
   tunnelConnectTimeoutMs: number;
   apiRequestTimeoutMs: number;
   serverAffinityGraceMs: number;
@@ -121,6 +131,7 @@ export const DEFAULT_CONTROLLER_TIMING: Readonly<ControllerTiming> = {
   portForwardDialTimeoutMs: PORT_FORWARD_DIAL_TIMEOUT_MS,
   dialWaitForTunnelMs: DIAL_WAIT_FOR_TUNNEL_MS,
   connectedRetryMs: CONNECTED_RETRY_MS,
+  dialStallReleaseMs: DIAL_STALL_RELEASE_MS,
 };
 
 export type TunnelState = 'establishing' | 'connected' | 'reconnecting' | 'stopped';
@@ -458,41 +469,54 @@ export class TunnelController extends EventEmitter<ControllerEvents> implements 
 
       let firstDone: () => void = () => {};
       const firstSettled = new Promise<void>((r) => (firstDone = r));
+      const attempts: Promise<void>[] = [];
+      let outstanding = 0;
+      const attempt = async (index: number): Promise<void> => {
+        const candidate = candidates[index]!;
+        const protocol = candidate.protocols[randomInt(candidate.protocols.length)]!;
+        const serverId = serverEntryDiagnosticId(getServerEntryTag(candidate.entry));
+        try {
+          const tunnel = await dialTunnel({
+            entry: candidate.entry,
+            protocol,
+            sessionId: this.sessionId,
+            sponsorId: this.config.SponsorId,
+            api: this.api,
+            candidateNumber: this.dialsThisEstablishment++,
+            establishedTunnelsCount: this.establishedTunnels,
+            timeouts: this.timing,
+            clock: this.clock,
+            signal: round.signal,
+            onServerRequest: (r) => {
+              if (r.alert !== undefined) {
+                this.log.info(`server alert: ${r.alert.reason} ${r.alert.subject}`.trim());
+                this.notify('alert', r.alert);
+              }
+            },
+          });
+          finish(tunnel);
+        } catch (e) {
+          if (round.signal.aborted) return;
+          const kind = describeDialFailureKind(e);
+          failures.set(kind, (failures.get(kind) ?? 0) + 1);
+          this.log.debug(`candidate ${serverId} via ${protocol} failed: ${describeError(e)}`);
+        } finally {
+          if (index === 0) firstDone();
+        }
+      };
       const worker = async (): Promise<void> => {
         while (!round.signal.aborted && next < candidates.length) {
-          const index = next++;
-          const candidate = candidates[index]!;
-          const protocol = candidate.protocols[randomInt(candidate.protocols.length)]!;
-          const serverId = serverEntryDiagnosticId(getServerEntryTag(candidate.entry));
-          try {
-            const tunnel = await dialTunnel({
-              entry: candidate.entry,
-              protocol,
-              sessionId: this.sessionId,
-              sponsorId: this.config.SponsorId,
-              api: this.api,
-              candidateNumber: this.dialsThisEstablishment++,
-              establishedTunnelsCount: this.establishedTunnels,
-              timeouts: this.timing,
-              clock: this.clock,
-              signal: round.signal,
-              onServerRequest: (r) => {
-                if (r.alert !== undefined) {
-                  this.log.info(`server alert: ${r.alert.reason} ${r.alert.subject}`.trim());
-                  this.notify('alert', r.alert);
-                }
-              },
-            });
-            finish(tunnel);
-            return;
-          } catch (e) {
-            if (round.signal.aborted) return;
-            const kind = describeDialFailureKind(e);
-            failures.set(kind, (failures.get(kind) ?? 0) + 1);
-            this.log.debug(`candidate ${serverId} via ${protocol} failed: ${describeError(e)}`);
-          } finally {
-            if (index === 0) firstDone();
-          }
+          const done = attempt(next++);
+          outstanding++;
+          attempts.push(done.finally(() => outstanding--));
+          // Wait for this dial, or only until it looks stalled while there is room for more in flight.
+          let stallTimer: NodeJS.Timeout | undefined;
+          const stalled = new Promise<void>((r) => {
+            if (outstanding < MAX_OUTSTANDING_DIALS)
+              stallTimer = setTimeout(r, this.timing.dialStallReleaseMs);
+          });
+          await Promise.race([done, stalled]);
+          clearTimeout(stallTimer);
         }
       };
 
@@ -503,7 +527,9 @@ export class TunnelController extends EventEmitter<ControllerEvents> implements 
         launched = true;
         const count = Math.min(MAX_CONCURRENT_DIALS, candidates.length) - 1;
         for (let i = 0; i < count; i++) workers.push(worker());
-        void Promise.all(workers).then(() => finish(null));
+        void Promise.all(workers)
+          .then(() => Promise.all(attempts))
+          .then(() => finish(null));
       };
       if (affinity && this.timing.serverAffinityGraceMs > 0) {
         // The server that worked last time gets a head start, as in the reference.

@@ -10,13 +10,19 @@ import {
   reconnectDelayMs,
   startHttpProxy,
   startSocksProxy,
+  ServerStore,
   TunnelController,
   usableTunnelProtocols,
   type ControllerOptions,
   type ControllerStatus,
   type StatusData,
 } from '../../src/client/index.ts';
-import { ClientConfigSchema, type ClientConfig } from '../../src/protocol/index.ts';
+import {
+  ClientConfigSchema,
+  decodeServerEntry,
+  getServerEntryTag,
+  type ClientConfig,
+} from '../../src/protocol/index.ts';
 import {
   closedPort,
   makeTestEntry,
@@ -258,6 +264,38 @@ test(
       states.map((s) => s.state),
       ['establishing'],
     );
+  },
+);
+
+test(
+  'thirty blackholed servers ahead of the good one do not hold the dial pool for their timeouts',
+  { timeout: 15_000 },
+  async (t) => {
+    const entries: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const ip = `127.0.4.${10 + i}`;
+      const silent = await startSilentListener(ip);
+      t.after(() => silent.close());
+      entries.push(makeTestEntry({ ip, ports: { OSSH: silent.port } }).encoded);
+    }
+    const good = await server(t, { ip: '127.0.4.200', protocols: ['OSSH'] });
+    // Every silent dial would take the full 20 s connect timeout; the good one is always dialled last.
+    const config = clientConfig([...entries, good.encodedEntry]);
+    const store = ServerStore.open({
+      embeddedEntries: config.EmbeddedServerEntries,
+      signaturePublicKey: config.ServerEntrySignaturePublicKey,
+    });
+    store.candidates = () => store.entries();
+    assert.equal(
+      getServerEntryTag(store.entries().at(-1)!),
+      getServerEntryTag(decodeServerEntry(good.encodedEntry)),
+    );
+    const { c } = controller(t, { config, store });
+    const started = Date.now();
+    c.start();
+    await c.whenConnected(8_000);
+    const took = Date.now() - started;
+    assert.ok(took < 3_000, `took ${took} ms`);
   },
 );
 
