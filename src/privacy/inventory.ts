@@ -152,8 +152,85 @@ export const TABLE_INVENTORY: readonly TableDeclaration[] = [
   },
 ];
 
+/** Raw user activity in a server's event spool and the back office: deleted after the seed's 60 days. */
+const USER_ACTIVITY: Retention = { kind: 'days', days: 60 };
+
+function activity(purpose: string, visibleTo: Audience = 'operator'): FieldDeclaration {
+  return { purpose, retention: USER_ACTIVITY, visibleTo, identifiesPerson: false };
+}
+
+/** The fields every tunnel event carries: when (to the hour), where the server is, who distributed the client. */
+const TUNNEL_EVENT_BASE: Readonly<Record<string, FieldDeclaration>> = {
+  event_name: activity('Which kind of event this is.', 'sponsor-aggregate'),
+  timestamp: activity(
+    'The hour the event happened (cut to the hour so it cannot be matched to one connection).',
+    'sponsor-aggregate',
+  ),
+  host_id: activity("Which of the operator's servers wrote it, to see load and failures per server."),
+  sponsor_id: activity(
+    'The sponsor whose client build was used, for per-sponsor aggregates.',
+    'sponsor-aggregate',
+  ),
+  propagation_channel_id: activity('How the client build reached users, to see which propagation works.'),
+  client_version: activity('The client build number, to plan upgrades.'),
+  client_platform: activity('A simplified operating system name (not a user agent).', 'sponsor-aggregate'),
+  relay_protocol: activity('The tunnel protocol used, to see which protocols get through.'),
+  client_region: activity(
+    'Country of the client, from GeoIP at connection time; the address itself is dropped.',
+    'sponsor-aggregate',
+  ),
+  client_city: activity('City of the client, from GeoIP; the address itself is dropped.'),
+  client_isp: activity('Network operator of the client, from GeoIP, to see blocking by network.'),
+  client_asn: activity("Autonomous system number of the client's network, from GeoIP."),
+  client_aso: activity("Autonomous system organisation of the client's network, from GeoIP."),
+};
+
 /** Fields of the events servers write to their spool; each service that adds an event declares it here. */
-export const EVENT_INVENTORY: readonly EventDeclaration[] = [];
+export const EVENT_INVENTORY: readonly EventDeclaration[] = [
+  {
+    event: 'server_tunnel',
+    purpose: 'One per tunnel when it ends: session counts and durations, bytes, and protocol use.',
+    fields: {
+      ...TUNNEL_EVENT_BASE,
+      session_id: activity(
+        'The random ID a client makes for one run, to count sessions; not linked to a device or person.',
+      ),
+      handshake_completed: activity('Whether the client got as far as the API handshake.'),
+      start_time: activity('The hour the tunnel started.'),
+      duration_ms: activity('How long the tunnel lasted.', 'sponsor-aggregate'),
+      bytes_up_tcp: activity('Bytes the client sent through its port forwards.', 'sponsor-aggregate'),
+      bytes_down_tcp: activity('Bytes the client received through its port forwards.', 'sponsor-aggregate'),
+      bytes: activity('Total bytes through the tunnel.', 'sponsor-aggregate'),
+      port_forwards: activity('How many port forwards the tunnel opened.'),
+      port_forwards_refused: activity('How many port forwards were refused (policy, limits, failed dials).'),
+      peak_concurrent_port_forwards: activity('The most port forwards open at once, to size limits.'),
+    },
+  },
+  {
+    event: 'unique_user',
+    purpose:
+      'At most one per client per day (decided from its hour-truncated last connection), to count users.',
+    fields: { ...TUNNEL_EVENT_BASE },
+  },
+  {
+    event: 'irregular_tunnel',
+    purpose:
+      'A connection that failed the obfuscation check (a probe or a replay), to see blocking attempts.',
+    fields: {
+      event_name: activity('Which kind of event this is.'),
+      timestamp: activity('The hour it happened.'),
+      host_id: activity('Which server saw it.'),
+      listener_protocol: activity('The protocol of the listener that was probed.'),
+      tunnel_error: activity('Why the connection was refused (bad magic, replayed seed, ...).'),
+      duplicate_seed: activity('Whether it replayed a seed seen before.'),
+      client_region: activity('Country of the prober, from GeoIP; the address itself is dropped.'),
+      client_city: activity('City of the prober, from GeoIP.'),
+      client_isp: activity('Network operator of the prober, from GeoIP.'),
+      client_asn: activity("Autonomous system number of the prober's network, from GeoIP."),
+      client_aso: activity("Autonomous system organisation of the prober's network, from GeoIP."),
+    },
+  },
+];
 
 export function describeRetention(r: Retention): string {
   switch (r.kind) {

@@ -138,7 +138,8 @@ export class TunnelServer {
       authorizationKeys: () => keyRing,
       onConnected: (session, ev) => {
         const tunnel = this.tunnelOf(session);
-        if (ev.uniqueUser && tunnel) this.emit(tunnel, 'unique_user', { ...ev.uniqueUserFields });
+        // Only the base fields: they are all a daily user count needs, and each is in the data inventory.
+        if (ev.uniqueUser && tunnel) this.emit(tunnel, 'unique_user', {});
       },
       onRequestFailed: (_session, name, err) => {
         opts.log.debug({ request: name, code: err.code }, 'API request refused');

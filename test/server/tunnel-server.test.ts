@@ -17,6 +17,7 @@ import { connectSsh, encodeSshPasswordPayload, type SshClientConnection } from '
 import { ApiClient, makeSessionId, parseHandshakeResult } from '../../src/client/api-client.ts';
 import { FakeGeoIp } from '../../src/server/geoip-fake.ts';
 import { TunnelServer, type TunnelServerEvent } from '../../src/server/tunnel-server.ts';
+import { findUndeclaredEventFields } from '../../src/privacy/index.ts';
 import { startOrigin, expectedSha256 } from '../helpers/origin.ts';
 import { tempDir } from '../helpers/tmp.ts';
 
@@ -160,6 +161,8 @@ for (const protocol of ['OSSH', 'SSH'] as const) {
     assert.ok(Number(tunnelEvent['bytes_down_tcp']) >= N, JSON.stringify(tunnelEvent));
     assert.equal(tunnelEvent['start_time'], '2026-11-29T17:00:00.000Z', 'times are cut to the hour');
     assert.doesNotMatch(JSON.stringify(events), /127\.0\.0\.1|::1/, 'no address in any event');
+    // Every field of every event is declared in the data inventory.
+    for (const e of events) assert.deepEqual(findUndeclaredEventFields(e.event_name, e), [], e.event_name);
   });
 }
 
@@ -198,6 +201,7 @@ test('a wrong password is refused; random bytes on the OSSH port get no answer a
   ssh.close();
   await new Promise((r) => setTimeout(r, 50));
   const irregular = events.filter((e) => e.event_name === 'irregular_tunnel');
+  for (const e of events) assert.deepEqual(findUndeclaredEventFields(e.event_name, e), [], e.event_name);
   assert.equal(irregular.length, 1);
   assert.equal(irregular[0]?.['client_region'], 'CA');
   assert.doesNotMatch(JSON.stringify(events), /127\.0\.0\.1/);
