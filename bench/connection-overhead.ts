@@ -4,60 +4,15 @@
 //   node --import tsx bench/connection-overhead.ts [--count 200]
 import { parseArgs } from 'node:util';
 import { performance } from 'node:perf_hooks';
-import {
-  POSTERN_BIN,
-  tempDir,
-  freePort,
-  makeLocalNetwork,
-  startProcess,
-  startOpenSshSocks,
-  waitForOutput,
-  waitForPort,
-  fmt,
-} from './lib.ts';
+import { startBenchSetup, fmt } from './lib.ts';
 import { socksConnect, plainConnect, httpGet } from './socks-client.ts';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '200' } } });
 const COUNT = Number(values.count);
 
-const dir = tempDir();
-const origin = startProcess(process.execPath, [
-  '--import',
-  'tsx',
-  new URL('./origin-server.ts', import.meta.url).pathname,
-]);
-await waitForOutput(origin, /origin port \d+/);
-const originPort = Number(/origin port (\d+)/.exec(origin.output())?.[1]);
-const { serverConfig, clientConfig } = await makeLocalNetwork(dir);
-const server = startProcess(process.execPath, [
-  POSTERN_BIN,
-  'server',
-  'run',
-  '--config',
-  serverConfig,
-  '--allow-destination',
-  '127.0.0.0/8',
-]);
-await waitForOutput(server, /running/);
-const socks = await freePort();
-const client = startProcess(process.execPath, [
-  POSTERN_BIN,
-  'client',
-  'run',
-  '--config',
-  clientConfig,
-  '--socks',
-  `127.0.0.1:${socks}`,
-  '--http',
-  `127.0.0.1:${await freePort()}`,
-  '--protocols',
-  'OSSH',
-  '--data',
-  `${dir}/client-data`,
-]);
-await waitForOutput(client, /connected via OSSH/);
-await waitForPort(socks);
-const openssh = await startOpenSshSocks(dir);
+const setup = await startBenchSetup();
+const { originPort, openssh } = setup;
+const socks = setup.socksPort;
 
 async function run(open: () => Promise<import('node:net').Socket>): Promise<number> {
   for (let i = 0; i < 20; i++) await httpGet(await open(), '127.0.0.1', '/bytes/1024'); // warm-up
@@ -72,13 +27,7 @@ async function run(open: () => Promise<import('node:net').Socket>): Promise<numb
 const direct = await run(() => plainConnect('127.0.0.1', originPort));
 const viaOpenSsh = await run(() => socksConnect(openssh.socksPort, '127.0.0.1', originPort));
 const viaPostern = await run(() => socksConnect(socks, '127.0.0.1', originPort));
-await Promise.all([
-  client.stop('SIGINT'),
-  server.stop('SIGINT'),
-  openssh.ssh.stop(),
-  openssh.sshd.stop(),
-  origin.stop(),
-]);
+await setup.stop();
 
 console.log(`new-connection overhead, ${COUNT} sequential 1 KiB requests, each on a new connection`);
 console.log(`  direct:          ${fmt(direct, 3)} ms per request`);

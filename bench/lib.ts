@@ -236,3 +236,74 @@ export async function startOpenSshSocks(dir: string): Promise<{ socksPort: numbe
 export function fmt(n: number, digits = 2): string {
   return n.toFixed(digits);
 }
+
+export interface BenchSetup {
+  dir: string;
+  originPort: number;
+  /** Postern's client and server processes, connected over OSSH */
+  client: Proc;
+  server: Proc;
+  socksPort: number;
+  /** OpenSSH's `ssh -D` SOCKS port and its processes */
+  openssh: { socksPort: number; sshd: Proc; ssh: Proc };
+  stop(): Promise<void>;
+}
+
+/** The three things every tunnel benchmark compares: an origin, Postern over OSSH, and OpenSSH's `ssh -D`. */
+export async function startBenchSetup(): Promise<BenchSetup> {
+  const dir = tempDir();
+  const origin = startProcess(process.execPath, [
+    '--import',
+    'tsx',
+    new URL('./origin-server.ts', import.meta.url).pathname,
+  ]);
+  await waitForOutput(origin, /origin port \d+/);
+  const originPort = Number(/origin port (\d+)/.exec(origin.output())?.[1]);
+  const { serverConfig, clientConfig } = await makeLocalNetwork(dir);
+  const server = startProcess(process.execPath, [
+    POSTERN_BIN,
+    'server',
+    'run',
+    '--config',
+    serverConfig,
+    '--allow-destination',
+    '127.0.0.0/8',
+  ]);
+  await waitForOutput(server, /running/);
+  const socksPort = await freePort();
+  const client = startProcess(process.execPath, [
+    POSTERN_BIN,
+    'client',
+    'run',
+    '--config',
+    clientConfig,
+    '--socks',
+    `127.0.0.1:${socksPort}`,
+    '--http',
+    `127.0.0.1:${await freePort()}`,
+    '--protocols',
+    'OSSH',
+    '--data',
+    join(dir, 'client-data'),
+  ]);
+  await waitForOutput(client, /connected via OSSH/);
+  await waitForPort(socksPort);
+  const openssh = await startOpenSshSocks(dir);
+  return {
+    dir,
+    originPort,
+    client,
+    server,
+    socksPort,
+    openssh,
+    stop: async () => {
+      await Promise.all([
+        client.stop('SIGINT'),
+        server.stop('SIGINT'),
+        openssh.ssh.stop(),
+        openssh.sshd.stop(),
+        origin.stop(),
+      ]);
+    },
+  };
+}

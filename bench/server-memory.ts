@@ -3,63 +3,17 @@
 // (target: at most 256 KiB). The same load through OpenSSH's sshd is printed for comparison.
 //   node --import tsx bench/server-memory.ts [--count 200]
 import { parseArgs } from 'node:util';
-import {
-  POSTERN_BIN,
-  tempDir,
-  freePort,
-  makeLocalNetwork,
-  startProcess,
-  startOpenSshSocks,
-  waitForOutput,
-  waitForPort,
-  rssBytes,
-  treePids,
-  fmt,
-} from './lib.ts';
+import { startBenchSetup, rssBytes, treePids, fmt } from './lib.ts';
 import { socksConnect, httpGet } from './socks-client.ts';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '200' } } });
 const COUNT = Number(values.count);
 const SIZE = 1024 * 1024;
 
-const dir = tempDir();
-const origin = startProcess(process.execPath, [
-  '--import',
-  'tsx',
-  new URL('./origin-server.ts', import.meta.url).pathname,
-]);
-await waitForOutput(origin, /origin port \d+/);
-const originPort = Number(/origin port (\d+)/.exec(origin.output())?.[1]);
-const { serverConfig, clientConfig } = await makeLocalNetwork(dir);
-const server = startProcess(process.execPath, [
-  POSTERN_BIN,
-  'server',
-  'run',
-  '--config',
-  serverConfig,
-  '--allow-destination',
-  '127.0.0.0/8',
-]);
-await waitForOutput(server, /running/);
-const socks = await freePort();
-const client = startProcess(process.execPath, [
-  POSTERN_BIN,
-  'client',
-  'run',
-  '--config',
-  clientConfig,
-  '--socks',
-  `127.0.0.1:${socks}`,
-  '--http',
-  `127.0.0.1:${await freePort()}`,
-  '--protocols',
-  'OSSH',
-  '--data',
-  `${dir}/client-data`,
-]);
-await waitForOutput(client, /connected via OSSH/);
-await waitForPort(socks);
-const openssh = await startOpenSshSocks(dir);
+const setup = await startBenchSetup();
+const { originPort, openssh } = setup;
+const socks = setup.socksPort;
+const { server } = setup;
 
 /** Peak RSS growth of the processes `pids()` while COUNT downloads run at once. */
 async function load(socksPort: number, pids: () => number[]): Promise<number> {
@@ -87,13 +41,7 @@ async function load(socksPort: number, pids: () => number[]): Promise<number> {
 const serverPid = server.child.pid as number;
 const postern = await load(socks, () => [serverPid]);
 const opensshGrowth = await load(openssh.socksPort, () => treePids(openssh.sshd.child.pid as number));
-await Promise.all([
-  client.stop('SIGINT'),
-  server.stop('SIGINT'),
-  openssh.ssh.stop(),
-  openssh.sshd.stop(),
-  origin.stop(),
-]);
+await setup.stop();
 
 console.log(`server memory, ${COUNT} concurrent 1 MiB downloads through one tunnel`);
 console.log(`  Postern server: +${fmt(postern / 1024, 1)} KiB RSS per busy connection (target <= 256 KiB)`);

@@ -4,19 +4,7 @@
 //   node --import tsx bench/tunnel-throughput.ts [--size-mib 1024] [--rounds 3]
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import {
-  POSTERN_BIN,
-  tempDir,
-  freePort,
-  makeLocalNetwork,
-  startProcess,
-  startOpenSshSocks,
-  treeCpuSeconds,
-  waitForOutput,
-  waitForPort,
-  fmt,
-  type Proc,
-} from './lib.ts';
+import { startBenchSetup, treeCpuSeconds, fmt, type Proc } from './lib.ts';
 
 const { values } = parseArgs({
   options: { 'size-mib': { type: 'string', default: '1024' }, rounds: { type: 'string', default: '3' } },
@@ -48,46 +36,10 @@ function measure(url: string, socksPort: number | undefined, procs: Proc[]): Sam
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
-const dir = tempDir();
-const origin = startProcess(process.execPath, [
-  '--import',
-  'tsx',
-  new URL('./origin-server.ts', import.meta.url).pathname,
-]);
-await waitForOutput(origin, /origin port \d+/);
-const originPort = Number(/origin port (\d+)/.exec(origin.output())?.[1]);
-const url = `http://127.0.0.1:${originPort}/bytes/${SIZE}`;
-
-const { serverConfig, clientConfig } = await makeLocalNetwork(dir);
-const server = startProcess(process.execPath, [
-  POSTERN_BIN,
-  'server',
-  'run',
-  '--config',
-  serverConfig,
-  '--allow-destination',
-  '127.0.0.0/8',
-]);
-await waitForOutput(server, /running/);
-const socks = await freePort();
-const client = startProcess(process.execPath, [
-  POSTERN_BIN,
-  'client',
-  'run',
-  '--config',
-  clientConfig,
-  '--socks',
-  `127.0.0.1:${socks}`,
-  '--http',
-  `127.0.0.1:${await freePort()}`,
-  '--protocols',
-  'OSSH',
-  '--data',
-  `${dir}/client-data`,
-]);
-await waitForOutput(client, /connected via OSSH/);
-await waitForPort(socks);
-const openssh = await startOpenSshSocks(dir);
+const setup = await startBenchSetup();
+const { client, server, openssh } = setup;
+const socks = setup.socksPort;
+const url = `http://127.0.0.1:${setup.originPort}/bytes/${SIZE}`;
 
 const results: Record<string, Sample[]> = { direct: [], openssh: [], postern: [] };
 curl(url, socks); // warm-up
@@ -97,13 +49,7 @@ for (let i = 0; i < ROUNDS; i++) {
   results['openssh']?.push(measure(url, openssh.socksPort, [openssh.ssh, openssh.sshd]));
   results['postern']?.push(measure(url, socks, [client, server]));
 }
-await Promise.all([
-  client.stop('SIGINT'),
-  server.stop('SIGINT'),
-  openssh.ssh.stop(),
-  openssh.sshd.stop(),
-  origin.stop(),
-]);
+await setup.stop();
 
 const m = (k: string, f: keyof Sample) => median((results[k] ?? []).map((s) => s[f]));
 console.log(`tunnel throughput, ${SIZE / 1024 / 1024} MiB per download, median of ${ROUNDS} rounds`);
