@@ -2,6 +2,7 @@
 // (psiphond, following the legacy psi_web rules) applies to each of them, Go's number and time parsing that
 // those checks rely on, and which parameters Postern keeps out of its logs (apiLogFields). Shared by the
 // client, which checks what it is about to send, and the server, which checks what it receives.
+import { isValidDateTimeMatch } from './calendar.ts';
 import { isIP } from 'node:net';
 import { PosternError } from '../common/errors.ts';
 import { redactString } from '../common/redact.ts';
@@ -247,26 +248,11 @@ export function isServerEntrySource(value: string): boolean {
 const ISO8601_DATE =
   /^([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{1,2}):([0-9]{2}):([0-9]{2})(?:[.,][0-9]+)?(?:Z|([+-])([0-9]{2})([0-9]{2}))$/;
 
-function daysInMonth(year: number, month: number): number {
-  const d = new Date(0);
-  d.setUTCFullYear(year, month, 0);
-  return d.getUTCDate();
-}
-
 /** Go's time.Parse with "2006-01-02T15:04:05.999999999Z0700" (note: offsets without a colon). */
 export function isIso8601Date(value: string): boolean {
   const m = ISO8601_DATE.exec(value);
   if (m === null) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return false;
-  if (hour > 23 || minute > 59 || second > 59) return false;
+  if (!isValidDateTimeMatch(m)) return false;
   if (m[7] !== undefined && (Number(m[8]) > 24 || Number(m[9]) > 60)) return false;
   return true;
 }

@@ -4,6 +4,7 @@
 // with HKDF-SHA256 under the signing key's AuthorizationIDKey (so the ID reveals nothing of the purchase),
 // Expires is Go's RFC 3339 time with nanoseconds, and byte fields are base64. An issuer signs, tunnel servers
 // verify with the matching verification key, selected by SigningKeyID.
+import { isValidDateTimeMatch } from './calendar.ts';
 import { createHmac, randomBytes } from 'node:crypto';
 import { PosternError, describeError } from '../common/errors.ts';
 import { goJsonQuote } from './go-json.ts';
@@ -125,12 +126,6 @@ export function formatGoRfc3339Nano(unixNanos: bigint): string {
   );
 }
 
-function daysInMonth(year: number, month: number): number {
-  const d = new Date(0);
-  d.setUTCFullYear(year, month, 0); // day 0 of the next month = last day of this one
-  return d.getUTCDate();
-}
-
 /**
  * Parses an RFC 3339 timestamp the way Go's time.Time.UnmarshalJSON does on its strict path (4-digit year,
  * ranges checked, any fraction length with digits past the ninth ignored, `Z` or ±hh:mm), returning Unix
@@ -147,8 +142,7 @@ export function parseGoRfc3339(text: string): bigint | undefined {
     number,
     number,
   ];
-  if (month < 1 || month > 12 || day < 1 || day > daysInMonth(year, month)) return undefined;
-  if (hour > 23 || minute > 59 || second > 59) return undefined;
+  if (!isValidDateTimeMatch(m)) return undefined;
   let offsetSeconds = 0;
   if (m[8] !== undefined) {
     const oh = Number(m[9]);

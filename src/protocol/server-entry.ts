@@ -3,6 +3,7 @@
 // one per line in lists), how it is signed (Ed25519 over Go-marshalled JSON minus local fields) and tagged.
 // Entries are kept as JSON records so fields this version does not know survive decode → store → re-encode,
 // and a signature made over them still verifies.
+import { isValidDateTimeMatch } from './calendar.ts';
 import { createHash, createHmac } from 'node:crypto';
 import { isIP } from 'node:net';
 import { PosternError, isPosternError } from '../common/errors.ts';
@@ -242,17 +243,7 @@ const MAX_ZONE_OFFSET_MINUTES = 60;
 export function isValidServerEntryTimestamp(s: string): boolean {
   const m = RFC3339.exec(s);
   if (m === null) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  if (month < 1 || month > 12 || day < 1) return false;
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
-  if (day > daysInMonth || hour > 23 || minute > 59 || second > 59) return false;
+  if (!isValidDateTimeMatch(m)) return false;
   if (
     m[7] !== undefined &&
     (Number(m[8]) > MAX_ZONE_OFFSET_HOURS || Number(m[9]) > MAX_ZONE_OFFSET_MINUTES)
