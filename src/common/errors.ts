@@ -30,7 +30,11 @@ export type ErrorCode =
   | 'BAD_PROXY_REQUEST'
   | 'BAD_CBOR'
   | 'BAD_API_REQUEST'
-  | 'BAD_API_RESPONSE';
+  | 'BAD_API_RESPONSE'
+  | 'BAD_EVENT'
+  | 'BAD_BATCH'
+  | 'OUT_OF_ORDER'
+  | 'UNAUTHORIZED';
 
 export class PosternError extends Error {
   readonly code: ErrorCode;

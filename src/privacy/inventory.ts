@@ -160,13 +160,18 @@ function activity(purpose: string, visibleTo: Audience = 'operator'): FieldDecla
 }
 
 /** The fields every tunnel event carries: when (to the hour), where the server is, who distributed the client. */
-const TUNNEL_EVENT_BASE: Readonly<Record<string, FieldDeclaration>> = {
+const EVENT_COMMON: Readonly<Record<string, FieldDeclaration>> = {
   event_name: activity('Which kind of event this is.', 'sponsor-aggregate'),
+  schema_version: activity('The version of the event schema, so older spools stay readable.'),
   timestamp: activity(
     'The hour the event happened (cut to the hour so it cannot be matched to one connection).',
     'sponsor-aggregate',
   ),
   host_id: activity("Which of the operator's servers wrote it, to see load and failures per server."),
+};
+
+const TUNNEL_EVENT_BASE: Readonly<Record<string, FieldDeclaration>> = {
+  ...EVENT_COMMON,
   sponsor_id: activity(
     'The sponsor whose client build was used, for per-sponsor aggregates.',
     'sponsor-aggregate',
@@ -213,13 +218,72 @@ export const EVENT_INVENTORY: readonly EventDeclaration[] = [
     fields: { ...TUNNEL_EVENT_BASE },
   },
   {
+    event: 'failed_tunnel',
+    purpose:
+      'A tunnel a client could not establish, reported later through another tunnel: how often each protocol fails and why.',
+    fields: {
+      ...TUNNEL_EVENT_BASE,
+      tunnel_error: activity(
+        'Why it failed, as a short code (timeout, refused, reset, ...); the error text itself is never kept.',
+        'sponsor-aggregate',
+      ),
+    },
+  },
+  {
+    event: 'domain_dest_bytes',
+    purpose:
+      'Bytes carried for some specific domains (names the sponsor chose; everything else is "(OTHER)"), summed over every tunnel of a server for a period: never per session, never a URL.',
+    fields: {
+      ...EVENT_COMMON,
+      sponsor_id: TUNNEL_EVENT_BASE['sponsor_id']!,
+      client_platform: TUNNEL_EVENT_BASE['client_platform']!,
+      client_region: TUNNEL_EVENT_BASE['client_region']!,
+      client_asn: TUNNEL_EVENT_BASE['client_asn']!,
+      domain: activity(
+        'The domain name the bytes went to or came from (no path, no URL).',
+        'sponsor-aggregate',
+      ),
+      bytes: activity('Bytes for that domain in the period, summed over all sessions.', 'sponsor-aggregate'),
+    },
+  },
+  {
+    event: 'remote_server_list',
+    purpose: 'A client downloaded a signed server list: how discovery through lists works.',
+    fields: {
+      ...TUNNEL_EVENT_BASE,
+      tunneled: activity('Whether the download went through a tunnel.'),
+      authenticated: activity('Whether the list verified.'),
+      bytes: activity('Size of the download.'),
+      duration_ms: activity('How long the download took.'),
+    },
+  },
+  {
+    event: 'discovery',
+    purpose: 'A client was handed new servers in its handshake: how often new servers are discovered.',
+    fields: { ...TUNNEL_EVENT_BASE, discovered_servers: activity('How many servers it was given.') },
+  },
+  {
+    event: 'upgrade',
+    purpose: 'A client upgraded itself: the number of upgrades.',
+    fields: { ...TUNNEL_EVENT_BASE, upgrade_version: activity('The client version it upgraded to.') },
+  },
+  {
+    event: 'server_load',
+    purpose: "A server's load every few minutes, to size the network; about no client.",
+    fields: {
+      ...EVENT_COMMON,
+      established_tunnels: activity('Tunnels open at that moment.'),
+      open_port_forwards: activity('Port forwards open at that moment.'),
+      bytes_since_last: activity('Bytes of port forwards that ended since the previous load event.'),
+      rss_bytes: activity("The server process's memory use."),
+    },
+  },
+  {
     event: 'irregular_tunnel',
     purpose:
       'A connection that failed the obfuscation check (a probe or a replay), to see blocking attempts.',
     fields: {
-      event_name: activity('Which kind of event this is.'),
-      timestamp: activity('The hour it happened.'),
-      host_id: activity('Which server saw it.'),
+      ...EVENT_COMMON,
       listener_protocol: activity('The protocol of the listener that was probed.'),
       tunnel_error: activity('Why the connection was refused (bad magic, replayed seed, ...).'),
       duplicate_seed: activity('Whether it replayed a seed seen before.'),

@@ -27,6 +27,33 @@ import { createApiHandler, createApiSession, type ApiHandler, type ApiSession } 
 import type { GeoIpLookup, GeoInfo } from './geoip.ts';
 import { geoLogFields } from './geoip.ts';
 import { DestinationPolicy, type Resolver } from './destination-policy.ts';
+import { DomainBytesAggregator, DEFAULT_DOMAIN_BYTES_PERIOD_MS } from './domain-bytes.ts';
+import { normalizeClientPlatform, type ApiLogFields } from '../protocol/api-params.ts';
+import {
+  EVENT_SCHEMA_VERSION,
+  CLIENT_PLATFORMS,
+  parseEvent,
+  tunnelErrorCode,
+  hourOf,
+  type StatsEvent,
+  type StatsEventOf,
+} from '../stats/events.ts';
+
+type TunnelBase = Omit<StatsEventOf<'unique_user'>, 'event_name'>;
+
+/** GeoIP fields as events carry them (spaces as underscores, as the reference logs them). */
+function geoFields(
+  g: GeoInfo,
+): Pick<TunnelBase, 'client_region' | 'client_city' | 'client_isp' | 'client_asn' | 'client_aso'> {
+  const f = geoLogFields(g);
+  return {
+    client_region: f['client_region']!,
+    client_city: f['client_city']!,
+    client_isp: f['client_isp']!,
+    client_asn: f['client_asn']!,
+    client_aso: f['client_aso']!,
+  };
+}
 
 /** Protocols this server can listen for. */
 export const SERVED_PROTOCOLS = ['SSH', 'OSSH'] as const;
@@ -42,17 +69,14 @@ export const DEFAULT_PORT_FORWARD_IDLE_TIMEOUT_MS = 300_000;
 export const PSINET_RELOAD_CHECK_MS = 10_000;
 /** udpgw's magic address (psiphond's UDPInterceptUdpgwServerAddress default): UDP is not served yet. */
 export const UDPGW_ADDRESS = '127.0.0.1:7300';
+/** How often a server_load event is written (psiphond's load monitor logs every few minutes too). */
+export const DEFAULT_LOAD_PERIOD_MS = 5 * 60_000;
+/** Events refused by the schema are logged at most this often, with a count (never their contents). */
+const REFUSED_EVENT_LOG_INTERVAL_MS = 60_000;
 
-type EventValue = string | number | boolean | null | readonly string[];
-
-export interface TunnelServerEvent {
-  event_name: string;
-  [key: string]: EventValue;
-}
-
-/** Where events go (the event spool in production; an array in some tests). */
+/** Where events go (the event spool in production; an array in some tests). Every event matches the schema. */
 export interface EventSink {
-  record(event: TunnelServerEvent): void;
+  record(event: StatsEvent): void;
 }
 
 export interface TunnelServerOptions {
@@ -70,13 +94,27 @@ export interface TunnelServerOptions {
   maxPortForwards?: number;
   portForwardDialTimeoutMs?: number;
   portForwardIdleTimeoutMs?: number;
+  /** How often bytes-per-domain buckets are written (default DEFAULT_DOMAIN_BYTES_PERIOD_MS) */
+  domainBytesPeriodMs?: number;
+  /** How often a server_load event is written (default DEFAULT_LOAD_PERIOD_MS; 0: never) */
+  loadPeriodMs?: number;
 }
 
-/** Truncates to the hour: event times that, with region and ISP, could single out one user's connection. */
-export function hourOf(d: Date): string {
-  const t = new Date(d.getTime());
-  t.setUTCMinutes(0, 0, 0);
-  return t.toISOString();
+export { hourOf };
+
+function platformOf(raw: unknown): TunnelBase['client_platform'] {
+  if (typeof raw !== 'string' || raw === '') return null;
+  const p = normalizeClientPlatform(raw);
+  return (CLIENT_PLATFORMS as readonly string[]).includes(p)
+    ? (p as (typeof CLIENT_PLATFORMS)[number])
+    : 'Other';
+}
+
+function stringField(fields: ApiLogFields, name: string): string | null {
+  const v = fields[name];
+  if (typeof v === 'string' && v !== '') return v;
+  if (typeof v === 'number') return String(v);
+  return null;
 }
 
 interface Tunnel {
@@ -111,6 +149,12 @@ export class TunnelServer {
   private psinetMtimeMs = 0;
   private psinetCheckedAt = 0;
   private stopping = false;
+  private readonly domainBytes: DomainBytesAggregator;
+  private loadTimer: NodeJS.Timeout | undefined;
+  /** Port-forward bytes of forwards that ended since the last server_load event */
+  private bytesSinceLoad = 0;
+  private refusedEvents = 0;
+  private refusedEventsLoggedAt = 0;
 
   constructor(opts: TunnelServerOptions) {
     this.opts = opts;
@@ -129,6 +173,12 @@ export class TunnelServer {
       ...(opts.resolver ? { resolver: opts.resolver } : {}),
     });
     this.psinet = this.loadPsinet();
+    this.domainBytes = new DomainBytesAggregator({
+      hostId: cfg.HostID,
+      clock: opts.clock,
+      emit: (ev) => this.record(ev),
+      periodMs: opts.domainBytesPeriodMs ?? DEFAULT_DOMAIN_BYTES_PERIOD_MS,
+    });
     const keyRing = parseAuthorizationVerificationKeyRing(cfg.AccessControlVerificationKeyRing);
     const own = new Map(Object.entries(cfg.OwnEncodedServerEntries));
     this.api = createApiHandler({
@@ -139,7 +189,25 @@ export class TunnelServer {
       onConnected: (session, ev) => {
         const tunnel = this.tunnelOf(session);
         // Only the base fields: they are all a daily user count needs, and each is in the data inventory.
-        if (ev.uniqueUser && tunnel) this.emit(tunnel, 'unique_user', {});
+        if (ev.uniqueUser && tunnel) this.emit(tunnel, { event_name: 'unique_user' });
+      },
+      onStatus: (session, report) => {
+        const tunnel = this.tunnelOf(session);
+        if (!tunnel) return;
+        const hs = session.handshake;
+        if (Object.keys(report.hostBytes).length > 0) {
+          this.domainBytes.add(
+            {
+              sponsorId: hs?.sponsorId ?? session.sponsorId,
+              platform: platformOf(hs?.normalizedClientPlatform),
+              region: tunnel.geo.region,
+              asn: tunnel.geo.asn,
+            },
+            report.hostBytes,
+          );
+        }
+        for (const f of report.remoteServerListStats) this.emitPersistent(tunnel, 'remote_server_list', f);
+        for (const f of report.failedTunnelStats) this.emitPersistent(tunnel, 'failed_tunnel', f);
       },
       onRequestFailed: (_session, name, err) => {
         opts.log.debug({ request: name, code: err.code }, 'API request refused');
@@ -206,6 +274,12 @@ export class TunnelServer {
       const a = server.address();
       bound[protocol] = typeof a === 'object' && a ? a.port : port;
     }
+    this.domainBytes.start();
+    const loadPeriod = this.opts.loadPeriodMs ?? DEFAULT_LOAD_PERIOD_MS;
+    if (loadPeriod > 0) {
+      this.loadTimer = setInterval(() => this.recordLoad(), loadPeriod);
+      this.loadTimer.unref();
+    }
     return bound;
   }
 
@@ -217,6 +291,9 @@ export class TunnelServer {
     for (const s of this.sockets) s.destroy();
     await Promise.all(closed);
     this.listeners.clear();
+    if (this.loadTimer) clearInterval(this.loadTimer);
+    this.loadTimer = undefined;
+    this.domainBytes.stop();
   }
 
   get activeTunnels(): number {
@@ -377,6 +454,7 @@ export class TunnelServer {
       tunnel.portForwards.delete(upstream);
       tunnel.bytesUp += upstream.bytesWritten;
       tunnel.bytesDown += upstream.bytesRead;
+      this.bytesSinceLoad += upstream.bytesWritten + upstream.bytesRead;
       channel.destroy();
       upstream.destroy();
     };
@@ -401,29 +479,118 @@ export class TunnelServer {
     return this.sessionTunnels.get(session);
   }
 
-  private emit(tunnel: Tunnel, name: string, fields: Record<string, EventValue>): void {
+  /** Writes an event after checking it against the schema: one that does not match is counted, never written. */
+  private record(event: StatsEvent): void {
+    try {
+      parseEvent(event);
+    } catch (e) {
+      this.refusedEvents++;
+      const now = Date.now();
+      if (now - this.refusedEventsLoggedAt >= REFUSED_EVENT_LOG_INTERVAL_MS) {
+        this.refusedEventsLoggedAt = now;
+        this.opts.log.warn(
+          { refused: this.refusedEvents, err: describeError(e) },
+          'events refused by the event schema (not written)',
+        );
+      }
+      return;
+    }
+    this.opts.events.record(event);
+  }
+
+  /** Events not written because they did not match the schema (a bug, or a client sending odd values). */
+  get refusedEventCount(): number {
+    return this.refusedEvents;
+  }
+
+  /** The fields every event about a client's tunnel carries. */
+  private tunnelBase(tunnel: Tunnel): TunnelBase | undefined {
     const session = tunnel.session;
-    if (!session) return;
+    if (!session) return undefined;
     const hs = session.handshake;
-    this.opts.events.record({
-      event_name: name,
+    return {
+      schema_version: EVENT_SCHEMA_VERSION,
       timestamp: hourOf(this.opts.clock.now()),
       host_id: this.opts.config.HostID,
       sponsor_id: hs?.sponsorId ?? session.sponsorId,
       propagation_channel_id: hs?.propagationChannelId ?? null,
       client_version: hs?.clientVersion ?? null,
-      client_platform: hs?.normalizedClientPlatform ?? null,
+      client_platform: platformOf(hs?.normalizedClientPlatform),
       relay_protocol: session.tunnelProtocol,
-      ...geoLogFields(tunnel.geo),
-      ...fields,
+      ...geoFields(tunnel.geo),
+    };
+  }
+
+  private emit(tunnel: Tunnel, fields: { event_name: 'unique_user' }): void;
+  private emit(tunnel: Tunnel, fields: Omit<StatsEventOf<'server_tunnel'>, keyof TunnelBase>): void;
+  private emit(tunnel: Tunnel, fields: { event_name: string }): void {
+    const base = this.tunnelBase(tunnel);
+    if (!base) return;
+    this.record({ ...base, ...fields } as StatsEvent);
+  }
+
+  /**
+   * A record a client kept from another tunnel (a list download, a failed tunnel) and reports through this one.
+   * Its own sponsor, channel, version, platform and protocol are used; only coarse outcomes are kept: no URL,
+   * no ETag, no error text (reduced to a code), no dial or resolver details.
+   */
+  private emitPersistent(
+    tunnel: Tunnel,
+    name: 'remote_server_list' | 'failed_tunnel',
+    f: ApiLogFields,
+  ): void {
+    const base = this.tunnelBase(tunnel);
+    if (!base) return;
+    const own = {
+      ...base,
+      sponsor_id: stringField(f, 'sponsor_id') ?? base.sponsor_id,
+      propagation_channel_id: stringField(f, 'propagation_channel_id') ?? base.propagation_channel_id,
+      client_version: stringField(f, 'client_version') ?? base.client_version,
+      client_platform: platformOf(f['client_platform']) ?? base.client_platform,
+    };
+    if (name === 'failed_tunnel') {
+      this.record({
+        ...own,
+        event_name: 'failed_tunnel',
+        relay_protocol: stringField(f, 'relay_protocol') ?? base.relay_protocol,
+        tunnel_error: tunnelErrorCode(stringField(f, 'tunnel_error') ?? ''),
+      });
+      return;
+    }
+    const int = (v: unknown): number | null =>
+      typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null;
+    this.record({
+      ...own,
+      event_name: 'remote_server_list',
+      tunneled: typeof f['tunneled'] === 'boolean' ? f['tunneled'] : null,
+      authenticated: typeof f['authenticated'] === 'boolean' ? f['authenticated'] : null,
+      bytes: int(f['bytes']),
+      duration_ms: int(f['duration']),
     });
+  }
+
+  private recordLoad(): void {
+    let forwards = 0;
+    for (const t of this.tunnels) forwards += t.portForwards.size;
+    this.record({
+      event_name: 'server_load',
+      schema_version: EVENT_SCHEMA_VERSION,
+      timestamp: hourOf(this.opts.clock.now()),
+      host_id: this.opts.config.HostID,
+      established_tunnels: this.tunnels.size,
+      open_port_forwards: forwards,
+      bytes_since_last: this.bytesSinceLoad,
+      rss_bytes: process.memoryUsage.rss(),
+    });
+    this.bytesSinceLoad = 0;
   }
 
   private tunnelClosed(tunnel: Tunnel): void {
     const session = tunnel.session;
     if (!session) return;
     const now = this.opts.clock.now();
-    this.emit(tunnel, 'server_tunnel', {
+    this.emit(tunnel, {
+      event_name: 'server_tunnel',
       session_id: session.sessionId,
       handshake_completed: session.handshake !== undefined,
       start_time: hourOf(tunnel.startedAt),
@@ -438,14 +605,15 @@ export class TunnelServer {
   }
 
   private irregular(tunnel: Tunnel, ev: IrregularTunnelEvent): void {
-    this.opts.events.record({
+    this.record({
       event_name: 'irregular_tunnel',
+      schema_version: EVENT_SCHEMA_VERSION,
       timestamp: hourOf(ev.at),
       host_id: this.opts.config.HostID,
       listener_protocol: tunnel.protocol,
       tunnel_error: ev.reason,
       duplicate_seed: ev.duplicate !== null,
-      ...geoLogFields(tunnel.geo),
+      ...geoFields(tunnel.geo),
     });
     this.opts.log.info({ protocol: tunnel.protocol, reason: ev.reason }, 'irregular tunnel');
   }

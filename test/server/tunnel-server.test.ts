@@ -16,7 +16,8 @@ import { dialObfuscatedSsh } from '../../src/transport/index.ts';
 import { connectSsh, encodeSshPasswordPayload, type SshClientConnection } from '../../src/ssh/index.ts';
 import { ApiClient, makeSessionId, parseHandshakeResult } from '../../src/client/api-client.ts';
 import { FakeGeoIp } from '../../src/server/geoip-fake.ts';
-import { TunnelServer, type TunnelServerEvent } from '../../src/server/tunnel-server.ts';
+import { TunnelServer } from '../../src/server/tunnel-server.ts';
+import type { StatsEvent } from '../../src/stats/events.ts';
 import { findUndeclaredEventFields } from '../../src/privacy/index.ts';
 import { startOrigin, expectedSha256 } from '../helpers/origin.ts';
 import { tempDir } from '../helpers/tmp.ts';
@@ -48,7 +49,7 @@ async function setup(t: { after(fn: () => void | Promise<void>): void }, allow =
     ...ServerConfigSchema.parse(JSON.parse(readFileSync(g.configPath, 'utf8'))),
     TunnelProtocolPorts: { OSSH: 0, SSH: 0 },
   };
-  const events: TunnelServerEvent[] = [];
+  const events: StatsEvent[] = [];
   const server = new TunnelServer({
     config,
     configDir: join(g.configPath, '..'),
@@ -205,4 +206,78 @@ test('a wrong password is refused; random bytes on the OSSH port get no answer a
   assert.equal(irregular.length, 1);
   assert.equal(irregular[0]?.['client_region'], 'CA');
   assert.doesNotMatch(JSON.stringify(events), /127\.0\.0\.1/);
+});
+
+test('status reports become hourly domain buckets, failure codes and list downloads: no URL, no error text', async (t) => {
+  const { server, ports, entry, events } = await setup(t);
+  const { ssh } = await openTunnel('OSSH', ports['OSSH'] as number, entry);
+  const api = new ApiClient({
+    propagationChannelId: 'ABCDEF0123456789',
+    sponsorId: SPONSOR,
+    clientVersion: '7',
+    clientPlatform: 'Android_14_com.example',
+  });
+  const hs = api.handshakeRequest({ tunnelProtocol: 'OSSH', dialDurationMs: 5 });
+  parseHandshakeResult(await ssh.request(hs.name, hs.payload), hs.responseEncoding);
+  const common = {
+    propagation_channel_id: 'ABCDEF0123456789',
+    sponsor_id: SPONSOR,
+    client_version: '7',
+    client_platform: 'Windows',
+  };
+  for (const bytes of [5000, 7000]) {
+    const st = api.statusRequest({
+      hostBytes: { localhost: bytes, '(OTHER)': 100 },
+      failedTunnelStats:
+        bytes === 5000
+          ? [
+              {
+                ...common,
+                session_id: '0123456789abcdef0123456789abcdef',
+                last_connected: 'None',
+                client_failed_timestamp: '2026-11-29T17:12:00Z',
+                relay_protocol: 'SSH',
+                tunnel_error: 'dial tcp 192.0.2.1:22: i/o timeout',
+              },
+            ]
+          : [],
+      remoteServerListStats:
+        bytes === 5000
+          ? [
+              {
+                ...common,
+                client_download_timestamp: '2026-11-29T17:10:00Z',
+                url: 'https://lists.example/secret-path/server_list_compressed',
+                etag: '"abc"',
+                bytes: '1234',
+                duration: '80',
+                authenticated: '1',
+              },
+            ]
+          : [],
+    })!;
+    assert.ok(await ssh.request(st.name, st.payload));
+  }
+  ssh.close();
+  await server.stop(); // flushes the domain buckets
+  const domains = events.filter((e) => e.event_name === 'domain_dest_bytes');
+  assert.deepEqual(
+    domains.map((e) => [e['domain' as keyof StatsEvent], e['bytes' as keyof StatsEvent]]).sort(),
+    [
+      ['(OTHER)', 200],
+      ['localhost', 12000],
+    ],
+    'two reports summed into one bucket per domain',
+  );
+  const failed = events.find((e) => e.event_name === 'failed_tunnel');
+  assert.equal(failed?.['tunnel_error' as keyof StatsEvent], 'timeout');
+  assert.equal(failed?.['relay_protocol'], 'SSH');
+  assert.equal(failed?.['client_platform'], 'Windows');
+  const list = events.find((e) => e.event_name === 'remote_server_list');
+  assert.equal(list?.['bytes' as keyof StatsEvent], 1234);
+  assert.equal(list?.['authenticated' as keyof StatsEvent], true);
+  const text = JSON.stringify(events);
+  assert.doesNotMatch(text, /secret-path|lists\.example|192\.0\.2\.1|i\/o timeout|abc/);
+  for (const e of events) assert.deepEqual(findUndeclaredEventFields(e.event_name, e), [], e.event_name);
+  assert.equal(server.refusedEventCount, 0);
 });
