@@ -15,6 +15,7 @@ import {
   type ControllerStatus,
   type LocalProxy,
 } from '../client/index.ts';
+import { TransferStats, countingDialer } from '../client/transfer-stats.ts';
 import { parseHostPort } from './output.ts';
 
 export const DEFAULT_SOCKS_ADDRESS = '127.0.0.1:1080';
@@ -120,7 +121,16 @@ export async function startClient(o: ClientRunOptions): Promise<RunningClient> {
   checkProtocols(config.LimitTunnelProtocols);
   const json = o.json === true;
   const log = createLogger({ name: 'client' });
-  const controller = new TunnelController({ config, dataDir: resolve(o.data), logger: log });
+  // Bytes per domain for the status requests: the sponsor's regexes from each handshake name the domains.
+  const transferStats = new TransferStats({ logger: log });
+  const controller = new TunnelController({
+    config,
+    dataDir: resolve(o.data),
+    logger: log,
+    statusReporter: transferStats,
+  });
+  controller.on('handshake', (result) => transferStats.setRegexes(result.domainRegexes));
+  const dialer = countingDialer(controller, transferStats);
   const report = controller.store.report;
   if (report.rejectedEmbedded > 0) {
     log.warn(`${report.rejectedEmbedded} of ${report.embedded} embedded server entries failed verification`);
@@ -145,12 +155,10 @@ export async function startClient(o: ClientRunOptions): Promise<RunningClient> {
   const proxies: LocalProxy[] = [];
   try {
     const socks = await listenProxy('socks', o.socks, (host, port) =>
-      startSocksProxy({ dialer: controller, host, port }),
+      startSocksProxy({ dialer, host, port }),
     );
     proxies.push(socks);
-    const http = await listenProxy('http', o.http, (host, port) =>
-      startHttpProxy({ dialer: controller, host, port }),
-    );
+    const http = await listenProxy('http', o.http, (host, port) => startHttpProxy({ dialer, host, port }));
     proxies.push(http);
     emit(
       { event: 'listening', socks: addressOf(socks), http: addressOf(http) },
