@@ -56,6 +56,164 @@ function config(purpose: string, visibleTo: Audience = 'operator'): FieldDeclara
   return { purpose, retention: UNTIL_OPERATOR_DELETES, visibleTo, identifiesPerson: false };
 }
 
+/**
+ * Raw statistics rows are deleted after the seed's 60 days (DEFAULT_RETENTION_DAYS in src/stats/store.ts, which
+ * the stats store's tests hold equal to this; privacy/ cannot import from stats/).
+ */
+const STATS_RAW_RETENTION: Retention = { kind: 'days', days: 60 };
+
+function statsRaw(purpose: string): FieldDeclaration {
+  return { purpose, retention: STATS_RAW_RETENTION, visibleTo: 'operator', identifiesPerson: false };
+}
+
+/** Daily aggregates: no user in them, kept after the raw rows are gone. */
+function statsRollup(purpose: string, visibleTo: Audience = 'operator'): FieldDeclaration {
+  return { purpose, retention: UNTIL_OPERATOR_DELETES, visibleTo, identifiesPerson: false };
+}
+
+/** The stats store's own bookkeeping: offsets and dates, about no user, shown to nobody. */
+function statsBookkeeping(purpose: string): FieldDeclaration {
+  return { purpose, retention: WHILE_DATABASE_EXISTS, visibleTo: 'nobody', identifiesPerson: false };
+}
+
+/** Ingest cursors: no user data; deleted once every event of their file is past retention. */
+function statsCursor(purpose: string): FieldDeclaration {
+  return { purpose, retention: STATS_RAW_RETENTION, visibleTo: 'nobody', identifiesPerson: false };
+}
+
+const STATS_TABLES: readonly TableDeclaration[] = [
+  {
+    service: 'stats',
+    table: 'stats_cells',
+    purpose:
+      'Each combination of sponsor, country, platform and protocol seen in events, stored once and referred to by number from raw rows.',
+    columns: {
+      id: statsRollup('The number raw rows refer to the combination by.'),
+      sponsor_id: statsRollup('The sponsor whose client build was used.'),
+      client_region: statsRollup('Country of clients, from GeoIP; never an address.'),
+      client_platform: statsRollup('A simplified operating system name.'),
+      relay_protocol: statsRollup('The tunnel protocol.'),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_events',
+    purpose:
+      'Raw usage events as received from servers, reduced to what the daily rollups need (no hour, server, session, city or network); deleted after 60 days.',
+    columns: {
+      date: statsRaw('The day of the event, to roll days up and delete them when they expire.'),
+      event_name: statsRaw('Which kind of event this is (tunnel, unique user, failure, discovery, ...).'),
+      cell_id: statsRaw('Which sponsor, country, platform and protocol the event belongs to.'),
+      duration_ms: statsRaw('How long a tunnel lasted, for the daily total of session time.'),
+      duration_bucket: statsRaw(
+        'The duration rounded to a 2% log-scale step, for daily median and 90th percentile.',
+      ),
+      bytes_up_tcp: statsRaw('Bytes a tunnel sent, for daily totals.'),
+      bytes_down_tcp: statsRaw('Bytes a tunnel received, for daily totals.'),
+      bytes: statsRaw('Total bytes of a tunnel, for daily totals.'),
+      tunnel_error: statsRaw('Why a tunnel failed, as a short code (never error text).'),
+      discovered_servers: statsRaw('How many new servers a discovery handed out.'),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_domain_bytes',
+    purpose:
+      'Bytes per domain as servers aggregated them per period (never per session or URL); deleted after 60 days.',
+    columns: {
+      date: statsRaw('The day of the bucket, to roll days up and delete them when they expire.'),
+      cell_id: statsRaw('Which sponsor, country and platform the bytes belong to.'),
+      domain: statsRaw("The domain name as mapped by the sponsor's patterns, never a URL or path."),
+      bytes: statsRaw('Bytes transferred for that domain in the period.'),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_ingest_cursors',
+    purpose: "How far each server's spool file has been ingested, so a batch sent twice is counted once.",
+    columns: {
+      host_id: statsCursor("Which of the operator's servers sent the file."),
+      file: statsCursor('The spool file name (a time and a sequence number).'),
+      next_offset: statsCursor('The byte offset up to which the file has been taken.'),
+      last_event_date: statsCursor(
+        "The day of the file's latest event: once past retention, the whole row is deleted.",
+      ),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_dirty_dates',
+    purpose: 'Days with events received since their last rollup, so the rollup job knows what to redo.',
+    columns: {
+      date: statsBookkeeping('A day to roll up again.'),
+      generation: statsBookkeeping(
+        'Counts batches marking the day, so a rollup running meanwhile is noticed.',
+      ),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_retention',
+    purpose: 'The latest retention cutoff applied, so late events of deleted days are not stored.',
+    columns: {
+      id: statsBookkeeping('Always 1: the table has one row.'),
+      cutoff_date: statsBookkeeping('Raw rows dated before this day have been deleted.'),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_daily',
+    purpose:
+      'Daily usage totals by sponsor, country, platform and protocol: what reports and dashboards show.',
+    columns: {
+      date: statsRollup('The day the totals are for.', 'sponsor-aggregate'),
+      sponsor_id: statsRollup('The sponsor.', 'sponsor-aggregate'),
+      client_region: statsRollup('The country, from GeoIP.', 'sponsor-aggregate'),
+      client_platform: statsRollup('The simplified platform (sponsors see sums over all platforms).'),
+      relay_protocol: statsRollup('The tunnel protocol (sponsors see sums over all protocols).'),
+      unique_users: statsRollup('How many distinct clients connected that day.', 'sponsor-aggregate'),
+      sessions: statsRollup('How many tunnels ended that day.', 'sponsor-aggregate'),
+      duration_sum_ms: statsRollup('Total tunnel time.'),
+      duration_p50_ms: statsRollup('Median tunnel duration, within 1%.'),
+      duration_p90_ms: statsRollup('90th percentile of tunnel duration, within 1%.'),
+      bytes_up: statsRollup('Bytes sent by clients.'),
+      bytes_down: statsRollup('Bytes received by clients.'),
+      bytes: statsRollup('Total bytes.', 'sponsor-aggregate'),
+      failures: statsRollup('Failed tunnel attempts.'),
+      discoveries: statsRollup('New servers handed out by discovery.'),
+      list_downloads: statsRollup('Remote server list downloads.'),
+      upgrades: statsRollup('Client upgrades downloaded.'),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_daily_domains',
+    purpose: 'Daily bytes per domain by sponsor, country and platform (never per session).',
+    columns: {
+      date: statsRollup('The day the totals are for.', 'sponsor-aggregate'),
+      sponsor_id: statsRollup('The sponsor.', 'sponsor-aggregate'),
+      client_region: statsRollup('The country, from GeoIP.', 'sponsor-aggregate'),
+      client_platform: statsRollup('The simplified platform (sponsors see sums over all platforms).'),
+      domain: statsRollup("The domain as mapped by the sponsor's patterns.", 'sponsor-aggregate'),
+      bytes: statsRollup('Bytes for the domain that day.', 'sponsor-aggregate'),
+    },
+  },
+  {
+    service: 'stats',
+    table: 'stats_daily_failures',
+    purpose: 'Daily failed tunnels by sponsor, country, platform, protocol and error code, to see blocking.',
+    columns: {
+      date: statsRollup('The day the totals are for.'),
+      sponsor_id: statsRollup('The sponsor.'),
+      client_region: statsRollup('The country, from GeoIP.'),
+      client_platform: statsRollup('The simplified platform.'),
+      relay_protocol: statsRollup('The protocol that failed.'),
+      tunnel_error: statsRollup('Why they failed, as a short code.'),
+      tunnels: statsRollup('How many tunnels failed so.'),
+    },
+  },
+];
+
 export const TABLE_INVENTORY: readonly TableDeclaration[] = [
   {
     service: 'store',
@@ -150,6 +308,7 @@ export const TABLE_INVENTORY: readonly TableDeclaration[] = [
       sha256: config('The SHA-256 of the published package, to check what clients fetched.'),
     },
   },
+  ...STATS_TABLES,
 ];
 
 /** Raw user activity in a server's event spool and the back office: deleted after the seed's 60 days. */

@@ -3,9 +3,14 @@
 import pg from 'pg';
 import { PosternError, describeError } from '../common/errors.ts';
 import {
+  BULK_INSERT_CHUNK_ROWS,
   assertNotInsideOwnTransaction,
+  checkBulkInsert,
   checkSchemaName,
   runInsideTransaction,
+  type BulkColumn,
+  type BulkColumnType,
+  type BulkRow,
   type OpenSqlDbOptions,
   type RunResult,
   type SqlDb,
@@ -175,6 +180,45 @@ async function pgQuery(
   }
 }
 
+const PG_ARRAY_TYPES: Record<BulkColumnType, string> = {
+  text: 'text[]',
+  integer: 'bigint[]',
+  real: 'double precision[]',
+};
+
+/** One column of rows as a PostgreSQL array literal: '{"a","b\\"c",NULL}' or '{1,2,NULL}'. */
+function pgArrayLiteral(rows: readonly BulkRow[], index: number, type: BulkColumnType): string {
+  const parts = new Array<string>(rows.length);
+  for (let r = 0; r < rows.length; r++) {
+    const v = rows[r]![index];
+    if (v === null || v === undefined) parts[r] = 'NULL';
+    else if (typeof v === 'boolean') parts[r] = v ? '1' : '0';
+    else if (type === 'text') parts[r] = `"${String(v).replace(/[\\"]/g, '\\$&')}"`;
+    else parts[r] = String(v);
+  }
+  return `{${parts.join(',')}}`;
+}
+
+/** One INSERT ... SELECT FROM unnest(...) per chunk: the arrays travel as one parameter per column. */
+async function pgInsertChunks(
+  q: Queryable,
+  t: PgTarget,
+  table: string,
+  columns: readonly BulkColumn[],
+  rows: readonly BulkRow[],
+): Promise<RunResult> {
+  const sql =
+    `INSERT INTO ${table} (${columns.map((c) => c.name).join(', ')}) ` +
+    `SELECT * FROM unnest(${columns.map((c, i) => `$${i + 1}::${PG_ARRAY_TYPES[c.type]}`).join(', ')})`;
+  let changes = 0;
+  for (let start = 0; start < rows.length; start += BULK_INSERT_CHUNK_ROWS) {
+    const chunk = rows.slice(start, start + BULK_INSERT_CHUNK_ROWS);
+    const arrays = columns.map((c, i) => pgArrayLiteral(chunk, i, c.type));
+    changes += (await pgQuery(q, t, sql, arrays)).rowCount ?? 0;
+  }
+  return { changes };
+}
+
 export class PostgresDb implements SqlDb {
   readonly dialect = 'postgres' as const;
   readonly description: string;
@@ -249,6 +293,20 @@ export class PostgresDb implements SqlDb {
     }
   }
 
+  async insertMany(
+    table: string,
+    columns: readonly BulkColumn[],
+    rows: readonly BulkRow[],
+  ): Promise<RunResult> {
+    this.checkUsable();
+    checkBulkInsert(table, columns, rows);
+    if (rows.length === 0) return { changes: 0 };
+    if (rows.length <= BULK_INSERT_CHUNK_ROWS)
+      return pgInsertChunks(this.pool, this.target, table, columns, rows);
+    // Several statements: one transaction keeps them all or nothing.
+    return this.transaction((tx) => tx.insertMany(table, columns, rows));
+  }
+
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
     this.checkUsable();
     let client: pg.PoolClient;
@@ -313,6 +371,18 @@ class PostgresTransaction implements SqlExecutor {
   async run(sql: string, params?: readonly SqlParam[]): Promise<RunResult> {
     this.check();
     return { changes: (await pgQuery(this.client, this.target, sql, params)).rowCount ?? 0 };
+  }
+
+  async insertMany(
+    table: string,
+    columns: readonly BulkColumn[],
+    rows: readonly BulkRow[],
+  ): Promise<RunResult> {
+    this.check();
+    checkBulkInsert(table, columns, rows);
+    if (rows.length === 0) return { changes: 0 };
+    // A failing statement aborts the whole PostgreSQL transaction, so no chunk can be committed without the rest.
+    return pgInsertChunks(this.client, this.target, table, columns, rows);
   }
 
   async exec(sql: string): Promise<void> {

@@ -12,7 +12,10 @@ import { PosternError, describeError } from '../common/errors.ts';
 import {
   AsyncMutex,
   assertNotInsideOwnTransaction,
+  checkBulkInsert,
   runInsideTransaction,
+  type BulkColumn,
+  type BulkRow,
   type RunResult,
   type SqlDb,
   type SqlExecutor,
@@ -195,6 +198,33 @@ export class SqliteDb implements SqlDb {
     }
   }
 
+  /** Steps one prepared INSERT per row; the caller holds the file lock and has a transaction open. */
+  insertManyNow(table: string, columns: readonly BulkColumn[], rows: readonly BulkRow[]): RunResult {
+    const { hasBooleans } = checkBulkInsert(table, columns, rows);
+    if (rows.length === 0) return { changes: 0 };
+    const sql = `INSERT INTO ${table} (${columns.map((c) => c.name).join(', ')}) VALUES (${columns.map(() => '?').join(', ')})`;
+    let changes = 0;
+    // A savepoint, so that a row failing half way leaves none of the earlier rows behind even when the caller
+    // catches the error and goes on with its transaction.
+    this.execNow('SAVEPOINT postern_insert_many');
+    try {
+      const stmt = this.prepare(sql);
+      for (const row of rows) {
+        const values = hasBooleans ? row.map((v) => (typeof v === 'boolean' ? (v ? 1 : 0) : v)) : row;
+        changes += stmt.run(values).changes;
+      }
+    } catch (e) {
+      try {
+        this.raw.exec('ROLLBACK TO postern_insert_many; RELEASE postern_insert_many');
+      } catch {
+        // SQLite may already have rolled the whole transaction back; the caller's rollback finishes the job.
+      }
+      throw mapSqliteError(e, this.description, sql);
+    }
+    this.execNow('RELEASE postern_insert_many');
+    return { changes };
+  }
+
   execNow(sql: string): void {
     try {
       this.raw.exec(sql);
@@ -216,6 +246,15 @@ export class SqliteDb implements SqlDb {
   async exec(sql: string): Promise<void> {
     this.checkUsable();
     return this.lock.mutex.lock(() => this.execNow(sql));
+  }
+
+  async insertMany(
+    table: string,
+    columns: readonly BulkColumn[],
+    rows: readonly BulkRow[],
+  ): Promise<RunResult> {
+    // Its own transaction: all rows or none, and one commit (one fsync) rather than one per row.
+    return this.transaction(async () => this.insertManyNow(table, columns, rows));
   }
 
   async transaction<T>(fn: (tx: SqlExecutor) => Promise<T>): Promise<T> {
@@ -285,5 +324,14 @@ class SqliteTransaction implements SqlExecutor {
   async exec(sql: string): Promise<void> {
     this.check();
     this.db.execNow(sql);
+  }
+
+  async insertMany(
+    table: string,
+    columns: readonly BulkColumn[],
+    rows: readonly BulkRow[],
+  ): Promise<RunResult> {
+    this.check();
+    return this.db.insertManyNow(table, columns, rows);
   }
 }

@@ -10,11 +10,13 @@ import {
   type FieldDeclaration,
 } from '../../src/privacy/index.ts';
 import { migrate, OPS_MIGRATIONS, OPS_SERVICE, type Migration, type SqlDb } from '../../src/store/index.ts';
+import { STATS_MIGRATIONS, STATS_SERVICE } from '../../src/stats/sql-stats-store.ts';
 import { DATABASE_BACKENDS, withTestDatabase } from '../helpers/databases.ts';
 
 /** Every service's migrations: a service that persists anything adds its list here. */
 const ALL_SERVICE_MIGRATIONS: ReadonlyArray<readonly [string, readonly Migration[]]> = [
   [OPS_SERVICE, OPS_MIGRATIONS],
+  [STATS_SERVICE, STATS_MIGRATIONS],
 ];
 
 async function migrateEverything(db: SqlDb): Promise<void> {
