@@ -4,6 +4,8 @@ import { networkCommand } from './network.ts';
 import { serverCommand } from './server.ts';
 import { clientCommand } from './client.ts';
 import { upCommand } from './up.ts';
+import { statsCommand } from './stats.ts';
+import { backofficeCommand } from './backoffice.ts';
 import { exitWithError } from './output.ts';
 
 export function buildProgram(): Command {
@@ -16,6 +18,8 @@ export function buildProgram(): Command {
   program.addCommand(networkCommand());
   program.addCommand(serverCommand());
   program.addCommand(clientCommand());
+  program.addCommand(statsCommand());
+  program.addCommand(backofficeCommand());
   // Subcommands inherit error handling: a wrong flag exits 2 with a message, never a stack trace.
   const inherit = (c: Command) => {
     c.exitOverride().showHelpAfterError('(run with --help for usage)');

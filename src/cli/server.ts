@@ -5,6 +5,9 @@ import { createLogger } from '../common/logger.ts';
 import { runServer } from '../server/run.ts';
 import { openNetwork, generateServer, parsePorts } from '../ops/index.ts';
 import { collect, commaList, printResult } from './output.ts';
+import { readFileSync } from 'node:fs';
+import { PosternError, describeError } from '../common/errors.ts';
+import { startServerShipper } from './stats.ts';
 
 export function serverCommand(): Command {
   const clock = new RealClock();
@@ -23,6 +26,8 @@ export function serverCommand(): Command {
     .option('--listen <ADDRESS>', 'address to bind (default: the --ip)')
     .option('--host-id <ID>', 'name of the server in the registry (default: generated)')
     .option('--unpublished', 'keep it out of published remote server lists')
+    .option('--backoffice-url <URL>', 'https://HOST:PORT of the back office that takes its statistics')
+    .option('--backoffice-cert <FILE>', "the back office's certificate (PEM), the only one the server trusts")
     .option('--json', 'print the result as JSON')
     .action(
       async (o: {
@@ -35,8 +40,11 @@ export function serverCommand(): Command {
         listen?: string;
         hostId?: string;
         unpublished?: boolean;
+        backofficeUrl?: string;
+        backofficeCert?: string;
         json?: boolean;
       }) => {
+        const backOfficeCertificate = o.backofficeCert ? readPemFile(o.backofficeCert) : undefined;
         const net = await openNetwork(o.network);
         try {
           const g = await generateServer(
@@ -50,6 +58,8 @@ export function serverCommand(): Command {
               ...(o.protocols ? { protocols: o.protocols } : {}),
               ...(o.listen ? { listenAddress: o.listen } : {}),
               ...(o.hostId ? { hostId: o.hostId } : {}),
+              ...(o.backofficeUrl ? { backOfficeUrl: o.backofficeUrl } : {}),
+              ...(backOfficeCertificate ? { backOfficeCertificate } : {}),
             },
             clock,
           );
@@ -66,6 +76,8 @@ export function serverCommand(): Command {
                 `generated server ${g.hostId}`,
                 `  config (private, 0600): ${g.configPath}`,
                 `  signed entry: ${g.entryPath}`,
+                `  stats key recorded in the network's stats-keys.json` +
+                  (g.config.StatsBackOfficeURL ? '; ships statistics to the configured back office' : ''),
                 `  ports: ${Object.entries(g.config.TunnelProtocolPorts)
                   .map(([p, n]) => `${p}=${n}`)
                   .join(' ')}`,
@@ -93,6 +105,7 @@ export function serverCommand(): Command {
         allowDestinations: o.allowDestination,
         clock,
         log,
+        sidecar: (config, configDir) => startServerShipper(config, configDir, clock, log),
       });
       for (const [protocol, port] of Object.entries(running.ports)) {
         log.info({ protocol, port }, `listening for ${protocol}`);
@@ -133,4 +146,18 @@ export function serverCommand(): Command {
       }
     });
   return cmd;
+}
+
+/** A certificate file is a few kilobytes; anything this big is the wrong file. */
+const MAX_PEM_FILE_BYTES = 1024 * 1024;
+
+/** Reads a PEM file named on the command line, with a message that says which flag was wrong. */
+function readPemFile(path: string): string {
+  try {
+    const text = readFileSync(path, 'utf8');
+    if (text.length > MAX_PEM_FILE_BYTES) throw new Error(`the file is over ${MAX_PEM_FILE_BYTES} bytes`);
+    return text;
+  } catch (e) {
+    throw new PosternError('BAD_ARGUMENT', `--backoffice-cert: cannot read ${path}: ${describeError(e)}`);
+  }
 }

@@ -1,5 +1,5 @@
 // `postern server generate`: a new tunnel server's keys, config and signed entry, registered in the network.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { isIP } from 'node:net';
 import { join, resolve } from 'node:path';
 import { existsSync } from 'node:fs';
@@ -20,6 +20,7 @@ import {
 } from '../protocol/tunnel-protocols.ts';
 import type { ServerConfig } from '../protocol/server-config.ts';
 import { parseAuthorizationVerificationKey } from '../protocol/authorization.ts';
+import { generateStatsKey, recordStatsKey } from '../stats/stats-key.ts';
 import { buildPsinet } from './sponsors.ts';
 import type { Network } from './network.ts';
 
@@ -51,6 +52,10 @@ export interface GenerateServerInput {
   hostKeyBits?: number;
   /** Publish this server in remote server lists (default true) */
   publish?: boolean;
+  /** https://HOST:PORT of the back office the server ships its events to */
+  backOfficeUrl?: string;
+  /** The back office's certificate (PEM) the server pins; required with backOfficeUrl */
+  backOfficeCertificate?: string;
 }
 
 export interface GeneratedServer {
@@ -125,6 +130,7 @@ export async function generateServer(
   if (await net.store.getServer(hostId)) {
     throw new PosternError('ALREADY_EXISTS', `a server with host ID ${hostId} is already registered`);
   }
+  const statsFields = backOfficeFields(input);
   const out = resolve(input.out);
   if (existsSync(join(out, SERVER_CONFIG_FILE))) {
     throw new PosternError(
@@ -180,6 +186,8 @@ export async function generateServer(
     OwnEncodedServerEntries: { [String(fields['tag'])]: encodedEntry },
     AllowDestinations: [],
     SpoolDirectory: 'spool',
+    StatsShipperKey: generateStatsKey(),
+    ...statsFields,
     AccessControlVerificationKeyRing: {
       Keys: [parseAuthorizationVerificationKey(net.file.AuthorizationVerificationKey)],
     },
@@ -189,6 +197,8 @@ export async function generateServer(
   writeJsonAtomic(configPath, config, PRIVATE_FILE_MODE);
   writeFileAtomic(entryPath, encodedEntry + '\n');
   await writePsinet(net, join(out, PSINET_FILE));
+  // The back office learns only the key's digest, by host ID.
+  recordStatsKey(net.dir, hostId, config.StatsShipperKey as string);
 
   await net.store.addServer(
     {
@@ -202,6 +212,43 @@ export async function generateServer(
     clock.now(),
   );
   return { hostId, configPath, entryPath, encodedEntry, config };
+}
+
+/** The config fields naming the back office, checked: an https URL and a certificate that parses. */
+function backOfficeFields(
+  input: GenerateServerInput,
+): Pick<ServerConfig, 'StatsBackOfficeURL' | 'StatsBackOfficeCertificate'> {
+  const out: Pick<ServerConfig, 'StatsBackOfficeURL' | 'StatsBackOfficeCertificate'> = {};
+  if (input.backOfficeUrl !== undefined) {
+    let u: URL | null = null;
+    try {
+      u = new URL(input.backOfficeUrl);
+    } catch {
+      // reported below
+    }
+    if (!u || u.protocol !== 'https:' || u.username || u.password || u.search || u.hash) {
+      throw new PosternError(
+        'BAD_ARGUMENT',
+        `--backoffice-url "${input.backOfficeUrl}" must be https://HOST:PORT (no credentials or query)`,
+      );
+    }
+    if (input.backOfficeCertificate === undefined) {
+      throw new PosternError(
+        'BAD_ARGUMENT',
+        '--backoffice-url needs --backoffice-cert FILE: the server trusts only that certificate',
+      );
+    }
+    out.StatsBackOfficeURL = input.backOfficeUrl;
+  }
+  if (input.backOfficeCertificate !== undefined) {
+    try {
+      new X509Certificate(input.backOfficeCertificate);
+    } catch {
+      throw new PosternError('BAD_ARGUMENT', '--backoffice-cert is not a PEM certificate');
+    }
+    out.StatsBackOfficeCertificate = input.backOfficeCertificate;
+  }
+  return out;
 }
 
 /** Writes the psinet file a server reads; run again after sponsors change. */

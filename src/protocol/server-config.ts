@@ -30,6 +30,13 @@ export const ServerConfigSchema = z.object({
   AllowDestinations: z.array(z.string()).default([]),
   /** Postern: folder for the event spool; relative to the config file */
   SpoolDirectory: z.string().default('spool'),
+  /** Postern: this server's stats key (base64url of 32 bytes), sent with every event batch; the network's
+   * stats-keys.json holds only its SHA-256 */
+  StatsShipperKey: z.string().optional(),
+  /** Postern: https://HOST:PORT of the back office that takes this server's events; no shipping without it */
+  StatsBackOfficeURL: z.string().optional(),
+  /** Postern: the back office's TLS certificate (PEM), the only one the shipper trusts */
+  StatsBackOfficeCertificate: z.string().optional(),
   /** The keys whose authorizations (e.g. speed boost) this server honours, as psiphond's config holds them */
   AccessControlVerificationKeyRing: z
     .object({

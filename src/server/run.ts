@@ -19,11 +19,17 @@ export function loadServerConfig(file: string, flags: Record<string, unknown> = 
   return loadConfig(ServerConfigSchema, { file, envPrefix: 'POSTERN_SERVER', flags });
 }
 
+/** Something that runs beside the server while it runs (the stats shipper); layers above server/ supply it. */
+export type ServerSidecar = (config: ServerConfig, configDir: string) => { stop(): Promise<void> } | null;
+
 export async function runServer(opts: {
   configFile: string;
   allowDestinations?: string[];
   clock: Clock;
   log: Logger;
+  sidecar?: ServerSidecar;
+  /** How often bytes-per-domain buckets are written (`postern up` shortens it so reports fill quickly) */
+  domainBytesPeriodMs?: number;
 }): Promise<RunningServer> {
   const configFile = resolve(opts.configFile);
   const config = loadServerConfig(configFile);
@@ -47,6 +53,7 @@ export async function runServer(opts: {
     clock: opts.clock,
     log: opts.log,
     ...(opts.allowDestinations ? { allowDestinations: opts.allowDestinations } : {}),
+    ...(opts.domainBytesPeriodMs ? { domainBytesPeriodMs: opts.domainBytesPeriodMs } : {}),
   });
   let ports: Record<string, number>;
   try {
@@ -55,13 +62,23 @@ export async function runServer(opts: {
     await spool.close();
     throw e;
   }
+  let sidecar: { stop(): Promise<void> } | null = null;
+  try {
+    sidecar = opts.sidecar ? opts.sidecar(config, configDir) : null;
+  } catch (e) {
+    await server.stop();
+    await spool.close();
+    throw e;
+  }
   return {
     server,
     config,
     ports,
+    // The sidecar (the shipper) stops last, so it can send the events the shutdown itself wrote.
     stop: async () => {
       await server.stop();
       await spool.close();
+      await sidecar?.stop();
     },
   };
 }
