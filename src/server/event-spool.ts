@@ -434,14 +434,21 @@ export class EventSpoolWriter {
       let usedBytes = 0;
       let recovered = 0;
       for (const f of await listSpoolFiles(opts.dir)) {
-        const cut = await truncatePartialTail(f.path);
+        seq = Math.max(seq, f.seq + 1);
+        lastStartMs = Math.max(lastStartMs, f.startMs);
+        let cut: number;
+        try {
+          cut = await truncatePartialTail(f.path);
+        } catch (e) {
+          // A shipper deleted it since the listing: it had acknowledged all of it, so there is no tail to cut.
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+          throw e;
+        }
         if (cut > 0) {
           recovered += cut;
           log.warn({ file: f.name, bytes: cut }, 'event spool: cut a torn last line left by a crash');
         }
         usedBytes += f.size - cut;
-        seq = Math.max(seq, f.seq + 1);
-        lastStartMs = Math.max(lastStartMs, f.startMs);
       }
       return new EventSpoolWriter(opts, lockPath, { seq, lastStartMs, usedBytes, recovered });
     } catch (e) {

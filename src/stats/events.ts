@@ -3,7 +3,6 @@
 // every field named here. Events carry the hour, the server, the sponsor and channel, the client's version and
 // simplified platform, the protocol and GeoIP results; never an address, a URL, a path or a device identifier.
 // The back office refuses any event that does not match exactly (unknown field, wrong type, over a bound).
-import { z } from 'zod';
 import { PosternError } from '../common/errors.ts';
 import { containsIpAddress } from '../common/redact.ts';
 
@@ -52,60 +51,79 @@ export const TUNNEL_ERROR_CODES = [
 ] as const;
 export type TunnelErrorCode = (typeof TUNNEL_ERROR_CODES)[number];
 
-const HOUR_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:00:00(?:\.000)?Z$/;
+const HOUR_PATTERN = /^\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):00:00(?:\.000)?Z$/;
 const ID_PATTERN = /^[A-Za-z0-9._-]+$/;
 const PROTOCOL_PATTERN = /^[A-Za-z0-9._-]+$/;
 const REGION_PATTERN = /^(?:[A-Z]{2}|None)$/;
 const ASN_PATTERN = /^(?:\d{1,10}|None)$/;
+const SESSION_ID_PATTERN = /^[0-9a-fA-F]{1,64}$/;
 const DOMAIN_PATTERN = /^(?:\(OTHER\)|[A-Za-z0-9*_](?:[A-Za-z0-9._*-]{0,253}[A-Za-z0-9*_])?)$/;
+const IRREGULAR_ERROR_PATTERN = /^[a-z0-9 _.-]+$/;
 
-/** Text that must not hold an address: refused when it looks like one (a second line behind the server). */
-const safeText = (max: number): z.ZodString =>
-  z
-    .string()
-    .min(1)
-    .max(max)
-    .refine((s) => !containsIpAddress(s), 'looks like an IP address');
+// The schema is data, checked by one small loop: the back office validates every event it ingests, and a
+// general-purpose validator cost more than the database insert.
+type FieldSpec =
+  | { readonly t: 'version' }
+  | { readonly t: 'hour' }
+  | {
+      readonly t: 'text';
+      readonly re: RegExp;
+      readonly max: number;
+      readonly null?: true;
+      readonly noIp?: true;
+    }
+  | { readonly t: 'enum'; readonly values: readonly string[]; readonly null?: true }
+  | { readonly t: 'counter'; readonly null?: true }
+  | { readonly t: 'bool'; readonly null?: true };
 
-const hour = z.string().regex(HOUR_PATTERN, 'must be an hour: YYYY-MM-DDTHH:00:00Z');
-const id = z.string().min(1).max(MAX_ID_LENGTH).regex(ID_PATTERN);
-const counter = z.number().int().min(0).max(MAX_COUNTER);
+type ValueOf<S> = S extends { t: 'version' }
+  ? typeof EVENT_SCHEMA_VERSION
+  : S extends { t: 'hour' }
+    ? string
+    : S extends { t: 'enum'; values: readonly (infer V)[] }
+      ? V | (S extends { null: true } ? null : never)
+      : S extends { t: 'counter' }
+        ? number | (S extends { null: true } ? null : never)
+        : S extends { t: 'bool' }
+          ? boolean | (S extends { null: true } ? null : never)
+          : string | (S extends { null: true } ? null : never);
 
-const common = {
-  event_name: z.string(),
-  schema_version: z.literal(EVENT_SCHEMA_VERSION),
-  timestamp: hour,
-  host_id: id,
-};
+const hour = { t: 'hour' } as const;
+const id = { t: 'text', re: ID_PATTERN, max: MAX_ID_LENGTH } as const;
+const idOrNull = { ...id, null: true } as const;
+const counter = { t: 'counter' } as const;
+const counterOrNull = { t: 'counter', null: true } as const;
+const boolOrNull = { t: 'bool', null: true } as const;
+const geoText = { t: 'text', re: /^[^\x00-\x1f]+$/, max: MAX_GEO_TEXT_LENGTH, noIp: true } as const;
+const platform = { t: 'enum', values: CLIENT_PLATFORMS, null: true } as const;
+const region = { t: 'text', re: REGION_PATTERN, max: 4 } as const;
+const asn = { t: 'text', re: ASN_PATTERN, max: 10 } as const;
+const protocol = { t: 'text', re: PROTOCOL_PATTERN, max: MAX_ID_LENGTH } as const;
 
+const common = { schema_version: { t: 'version' }, timestamp: hour, host_id: id } as const;
 const geo = {
-  client_region: z.string().regex(REGION_PATTERN),
-  client_city: safeText(MAX_GEO_TEXT_LENGTH),
-  client_isp: safeText(MAX_GEO_TEXT_LENGTH),
-  client_asn: z.string().regex(ASN_PATTERN),
-  client_aso: safeText(MAX_GEO_TEXT_LENGTH),
-};
-
+  client_region: region,
+  client_city: geoText,
+  client_isp: geoText,
+  client_asn: asn,
+  client_aso: geoText,
+} as const;
 /** The fields every event about a client's tunnel carries (null where the client never said). */
 const tunnelBase = {
   ...common,
-  sponsor_id: id.nullable(),
-  propagation_channel_id: id.nullable(),
-  client_version: id.nullable(),
-  client_platform: z.enum(CLIENT_PLATFORMS).nullable(),
-  relay_protocol: z.string().min(1).max(MAX_ID_LENGTH).regex(PROTOCOL_PATTERN).nullable(),
+  sponsor_id: idOrNull,
+  propagation_channel_id: idOrNull,
+  client_version: idOrNull,
+  client_platform: platform,
+  relay_protocol: { ...protocol, null: true },
   ...geo,
-};
+} as const;
 
-export const EVENT_SCHEMAS = {
-  server_tunnel: z.strictObject({
+const EVENT_FIELDS = {
+  server_tunnel: {
     ...tunnelBase,
-    event_name: z.literal('server_tunnel'),
-    session_id: z
-      .string()
-      .regex(/^[0-9a-fA-F]{1,64}$/)
-      .nullable(),
-    handshake_completed: z.boolean(),
+    session_id: { t: 'text', re: SESSION_ID_PATTERN, max: 64, null: true },
+    handshake_completed: { t: 'bool' },
     start_time: hour,
     duration_ms: counter,
     bytes_up_tcp: counter,
@@ -114,94 +132,131 @@ export const EVENT_SCHEMAS = {
     port_forwards: counter,
     port_forwards_refused: counter,
     peak_concurrent_port_forwards: counter,
-  }),
-  unique_user: z.strictObject({ ...tunnelBase, event_name: z.literal('unique_user') }),
-  failed_tunnel: z.strictObject({
-    ...tunnelBase,
-    event_name: z.literal('failed_tunnel'),
-    tunnel_error: z.enum(TUNNEL_ERROR_CODES),
-  }),
-  domain_dest_bytes: z.strictObject({
+  },
+  unique_user: tunnelBase,
+  failed_tunnel: { ...tunnelBase, tunnel_error: { t: 'enum', values: TUNNEL_ERROR_CODES } },
+  domain_dest_bytes: {
     ...common,
-    event_name: z.literal('domain_dest_bytes'),
-    sponsor_id: id.nullable(),
-    client_platform: z.enum(CLIENT_PLATFORMS).nullable(),
-    client_region: geo.client_region,
-    client_asn: geo.client_asn,
-    domain: safeText(MAX_DOMAIN_LENGTH).regex(DOMAIN_PATTERN),
+    sponsor_id: idOrNull,
+    client_platform: platform,
+    client_region: region,
+    client_asn: asn,
+    domain: { t: 'text', re: DOMAIN_PATTERN, max: MAX_DOMAIN_LENGTH, noIp: true },
     bytes: counter,
-  }),
-  remote_server_list: z.strictObject({
+  },
+  remote_server_list: {
     ...tunnelBase,
-    event_name: z.literal('remote_server_list'),
-    tunneled: z.boolean().nullable(),
-    authenticated: z.boolean().nullable(),
-    bytes: counter.nullable(),
-    duration_ms: counter.nullable(),
-  }),
-  discovery: z.strictObject({
-    ...tunnelBase,
-    event_name: z.literal('discovery'),
-    discovered_servers: counter,
-  }),
-  upgrade: z.strictObject({
-    ...tunnelBase,
-    event_name: z.literal('upgrade'),
-    upgrade_version: id,
-  }),
-  server_load: z.strictObject({
+    tunneled: boolOrNull,
+    authenticated: boolOrNull,
+    bytes: counterOrNull,
+    duration_ms: counterOrNull,
+  },
+  discovery: { ...tunnelBase, discovered_servers: counter },
+  upgrade: { ...tunnelBase, upgrade_version: id },
+  server_load: {
     ...common,
-    event_name: z.literal('server_load'),
     established_tunnels: counter,
     open_port_forwards: counter,
     bytes_since_last: counter,
     rss_bytes: counter,
-  }),
-  irregular_tunnel: z.strictObject({
+  },
+  irregular_tunnel: {
     ...common,
     ...geo,
-    event_name: z.literal('irregular_tunnel'),
-    listener_protocol: z.string().min(1).max(MAX_ID_LENGTH).regex(PROTOCOL_PATTERN),
-    tunnel_error: z
-      .string()
-      .min(1)
-      .max(MAX_ERROR_CODE_LENGTH)
-      .regex(/^[a-z0-9 _.-]+$/),
-    duplicate_seed: z.boolean(),
-  }),
-} as const satisfies Record<EventName, z.ZodType>;
+    listener_protocol: protocol,
+    tunnel_error: { t: 'text', re: IRREGULAR_ERROR_PATTERN, max: MAX_ERROR_CODE_LENGTH },
+    duplicate_seed: { t: 'bool' },
+  },
+} as const satisfies Record<EventName, Record<string, FieldSpec>>;
 
-export type StatsEvent = { [K in EventName]: z.infer<(typeof EVENT_SCHEMAS)[K]> }[EventName];
-export type StatsEventOf<K extends EventName> = z.infer<(typeof EVENT_SCHEMAS)[K]>;
+export type StatsEventOf<K extends EventName> = { event_name: K } & {
+  -readonly [F in keyof (typeof EVENT_FIELDS)[K]]: ValueOf<(typeof EVENT_FIELDS)[K][F]>;
+};
+export type StatsEvent = { [K in EventName]: StatsEventOf<K> }[EventName];
+
+const FIELD_TABLES: Record<string, Readonly<Record<string, FieldSpec>>> = EVENT_FIELDS;
+const FIELD_COUNTS: Record<string, number> = Object.fromEntries(
+  Object.entries(EVENT_FIELDS).map(([k, v]) => [k, Object.keys(v).length]),
+);
 
 export function isEventName(name: unknown): name is EventName {
-  return typeof name === 'string' && (EVENT_NAMES as readonly string[]).includes(name);
+  return typeof name === 'string' && Object.hasOwn(FIELD_TABLES, name);
+}
+
+/** Cheap test first: an address needs a digit or a colon. */
+function mayHoldIp(s: string): boolean {
+  return /[\d:]/.test(s) && containsIpAddress(s);
+}
+
+/** Why the value breaks the rule, or '' when it keeps it. Never the value itself. */
+function check(spec: FieldSpec, v: unknown): string {
+  if (v === null) return 'null' in spec && spec.null ? '' : 'must not be null';
+  switch (spec.t) {
+    case 'version':
+      return v === EVENT_SCHEMA_VERSION ? '' : `must be ${EVENT_SCHEMA_VERSION}`;
+    case 'hour':
+      return typeof v === 'string' && HOUR_PATTERN.test(v) ? '' : 'must be an hour: YYYY-MM-DDTHH:00:00Z';
+    case 'counter':
+      return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= MAX_COUNTER
+        ? ''
+        : 'must be a whole number from 0 to 2^53-1';
+    case 'bool':
+      return typeof v === 'boolean' ? '' : 'must be true or false';
+    case 'enum':
+      return typeof v === 'string' && spec.values.includes(v)
+        ? ''
+        : `must be one of ${spec.values.join(', ')}`;
+    case 'text':
+      if (typeof v !== 'string' || v.length === 0 || v.length > spec.max) {
+        return `must be text of 1 to ${spec.max} characters`;
+      }
+      if (!spec.re.test(v)) return 'has characters or a form not allowed here';
+      if (spec.noIp && mayHoldIp(v)) return 'looks like an IP address';
+      return '';
+  }
 }
 
 /**
- * Checks one event against the schema. Throws BAD_EVENT naming the first problem (field and rule, never the
- * offending value, which might be the very thing that must not be logged).
+ * Checks one event against the schema: every declared field present, nothing undeclared, each value of its
+ * kind. Throws BAD_EVENT naming the first problem (field and rule, never the offending value, which might be
+ * the very thing that must not be logged).
  */
 export function parseEvent(value: unknown): StatsEvent {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new PosternError('BAD_EVENT', 'an event must be a JSON object');
   }
-  const name = (value as { event_name?: unknown }).event_name;
+  const obj = value as Record<string, unknown>;
+  const name = obj['event_name'];
   if (!isEventName(name)) throw new PosternError('BAD_EVENT', 'unknown or missing event_name');
-  const r = EVENT_SCHEMAS[name].safeParse(value);
-  if (!r.success) {
-    const issue = r.error.issues[0]!;
-    const where = issue.path.length > 0 ? issue.path.join('.') : '(event)';
-    const what =
-      issue.code === 'unrecognized_keys' ? `undeclared field(s) ${issue.keys.join(', ')}` : issue.message;
-    throw new PosternError('BAD_EVENT', `${name}: ${where}: ${what}`);
+  const fields = FIELD_TABLES[name]!;
+  let seen = 0;
+  const undeclared: string[] = [];
+  for (const key of Object.keys(obj)) {
+    if (key === 'event_name') continue;
+    const spec = Object.hasOwn(fields, key) ? fields[key] : undefined;
+    if (spec === undefined) {
+      // Names are echoed only when they look like field names: a hostile key could be an address or a URL.
+      if (undeclared.length < 5)
+        undeclared.push(/^[a-z_][a-z0-9_]{0,63}$/.test(key) ? key : '(an unusual name)');
+      continue;
+    }
+    seen++;
+    const why = check(spec, obj[key]);
+    if (why !== '') throw new PosternError('BAD_EVENT', `${name}: ${key}: ${why}`);
   }
-  return r.data as StatsEvent;
+  if (undeclared.length > 0) {
+    throw new PosternError('BAD_EVENT', `${name}: undeclared field(s) ${undeclared.join(', ')}`);
+  }
+  if (seen !== FIELD_COUNTS[name]) {
+    const missing = Object.keys(fields).filter((f) => !Object.hasOwn(obj, f));
+    throw new PosternError('BAD_EVENT', `${name}: missing field(s) ${missing.join(', ')}`);
+  }
+  return value as StatsEvent;
 }
 
 /** The field names an event of this kind may carry (for the data inventory's check). */
 export function eventFieldNames(name: EventName): string[] {
-  return Object.keys(EVENT_SCHEMAS[name].shape);
+  return ['event_name', ...Object.keys(FIELD_TABLES[name]!)];
 }
 
 /** Truncates to the hour, as every event time is. */
