@@ -1,24 +1,16 @@
-// `postern up` on a fresh data folder: it sets the network up, runs the server and the client, and curl
-// through either local proxy fetches a loopback origin's bytes intact; it stops cleanly on Ctrl-C.
+// `postern up` on a fresh data folder: it sets the network up, runs the back office, the server and the client,
+// and curl through either local proxy fetches a loopback origin's bytes intact; it stops cleanly on Ctrl-C, and
+// `postern stats report` then shows the session, its bytes and its domain bytes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { posternSpawn, waitForOutput } from '../helpers/cli.ts';
+import { postern, posternSpawn, waitForOutput } from '../helpers/cli.ts';
+import { freePort } from '../../src/common/free-port.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { startOrigin, expectedSha256 } from '../helpers/origin.ts';
 import { readAuthenticatedDataPackage } from '../../src/protocol/authenticated-package.ts';
-
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 /** curl's SHA-256 of what it downloaded, via `sha256sum`, without holding the body in memory. */
 function curlSha(args: string[]): Promise<{ code: number | null; sha: string }> {
@@ -40,7 +32,12 @@ async function runUp(
   data: string,
   check: (ports: { socks: number; http: number; lists: number }) => Promise<void>,
 ) {
-  const ports = { socks: await freePort(), http: await freePort(), lists: await freePort() };
+  const ports = {
+    socks: await freePort(),
+    http: await freePort(),
+    lists: await freePort(),
+    backoffice: await freePort(),
+  };
   const child = posternSpawn([
     'up',
     '--data',
@@ -51,6 +48,8 @@ async function runUp(
     `127.0.0.1:${ports.socks}`,
     '--http',
     `127.0.0.1:${ports.http}`,
+    '--backoffice',
+    `127.0.0.1:${ports.backoffice}`,
     '--allow-destination',
     '127.0.0.0/8',
   ]);
@@ -81,6 +80,15 @@ test('postern up: curl through SOCKS5 and HTTP proxies fetches 100 MB intact; th
     const viaHttp = await curlSha(['-x', `http://127.0.0.1:${ports.http}`, origin.url(`/bytes/${N}`)]);
     assert.equal(viaHttp.code, 0);
     assert.equal(viaHttp.sha, expectedSha256(N));
+    // The sponsor counts bytes for "localhost": a request naming it in its Host header is counted under it.
+    const named = await curlSha([
+      '--socks5-hostname',
+      `127.0.0.1:${ports.socks}`,
+      '-H',
+      'Host: localhost',
+      origin.url(`/bytes/${1024 * 1024}`),
+    ]);
+    assert.equal(named.code, 0);
 
     const client = JSON.parse(readFileSync(join(data, 'client.json'), 'utf8')) as {
       RemoteServerListURLs: { URL: string }[];
@@ -100,16 +108,27 @@ test('postern up: curl through SOCKS5 and HTTP proxies fetches 100 MB intact; th
       404,
     );
   });
-  // The server's event spool got a server_tunnel event per tunnel, with no address in it.
-  const spool = join(data, 'server', 'spool');
-  assert.ok(existsSync(spool));
-  const text = (await import('node:fs'))
-    .readdirSync(spool)
-    .filter((f) => f.endsWith('.jsonl'))
-    .map((f) => readFileSync(join(spool, f), 'utf8'))
-    .join('');
-  assert.match(text, /"event_name":"server_tunnel"/);
-  assert.doesNotMatch(text, /127\.0\.0\.1/);
+  // Ctrl-C closed the tunnel and shipped its events: the report shows the session, its bytes and domain bytes
+  // for the loopback region ("None") and the local sponsor, and no address anywhere.
+  assert.ok(existsSync(join(data, 'backoffice', 'stats.sqlite')));
+  const r = postern(['stats', 'report', '--data', data, '--date', 'today', '--format', 'json']);
+  assert.equal(r.status, 0, r.stderr);
+  const report = JSON.parse(r.stdout) as {
+    daily: { sponsorId: string; region: string; sessions: number; uniqueUsers: number; bytes: number }[];
+    domains: { region: string; domain: string; bytes: number }[];
+  };
+  const sessions = report.daily.filter((d) => d.sponsorId === '0000000000000001' && d.region === 'None');
+  assert.ok(sessions.reduce((n, d) => n + d.sessions, 0) >= 1, r.stdout);
+  assert.ok(sessions.reduce((n, d) => n + d.uniqueUsers, 0) >= 1, r.stdout);
+  assert.ok(sessions.reduce((n, d) => n + d.bytes, 0) >= 2 * N, r.stdout);
+  const domainBytes = (name: string) =>
+    report.domains.filter((d) => d.domain === name && d.region === 'None').reduce((n, d) => n + d.bytes, 0);
+  assert.ok(domainBytes('localhost') >= 1024 * 1024, r.stdout);
+  assert.ok(domainBytes('(OTHER)') >= 2 * N, r.stdout);
+  assert.doesNotMatch(r.stdout, /127\.0\.0\.1/);
+  const table = postern(['stats', 'report', '--data', data, '--date', 'today']);
+  assert.equal(table.status, 0, table.stderr);
+  assert.match(table.stdout, /Domain bytes[\s\S]*localhost/);
 });
 
 test('postern up: a second run reuses the network and the server', async (t) => {
