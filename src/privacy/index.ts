@@ -2,6 +2,7 @@
 export {
   TABLE_INVENTORY,
   EVENT_INVENTORY,
+  FILE_INVENTORY,
   describeRetention,
   declaredColumns,
   listLiveColumns,
@@ -11,6 +12,7 @@ export {
 export type {
   Audience,
   EventDeclaration,
+  FileDeclaration,
   FieldDeclaration,
   Retention,
   TableDeclaration,

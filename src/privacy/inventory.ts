@@ -455,6 +455,66 @@ export const EVENT_INVENTORY: readonly EventDeclaration[] = [
   },
 ];
 
+/** A file Postern keeps outside a database: on a user's machine, a tunnel server, the back office. */
+export interface FileDeclaration {
+  /** Where it lives (relative to the data folder of whoever keeps it) */
+  file: string;
+  /** Whose machine keeps it */
+  keptBy: 'client' | 'tunnel server' | 'back office' | 'network operator';
+  purpose: string;
+  /** Its top-level JSON fields (for a JSON file), each declared like a column */
+  fields: Readonly<Record<string, FieldDeclaration>>;
+}
+
+const UNTIL_REPLACED: Retention = { kind: 'until-operator-deletes' };
+
+function kept(
+  purpose: string,
+  visibleTo: Audience = 'nobody',
+  retention: Retention = UNTIL_REPLACED,
+): FieldDeclaration {
+  return { purpose, retention, visibleTo, identifiesPerson: false };
+}
+
+/**
+ * Files beside the databases. Event spool files hold the events declared in EVENT_INVENTORY and are deleted
+ * once the back office has them; keys and configs are declared here by name only, as they are about no user.
+ */
+export const FILE_INVENTORY: readonly FileDeclaration[] = [
+  {
+    file: 'client/server-entries.json',
+    keptBy: 'client',
+    purpose:
+      "The client's own cache, on the user's machine only: servers it may use, which worked last, and the hour-truncated time the network last saw it.",
+    fields: {
+      version: kept('The file format version.'),
+      lastGoodServer: kept(
+        'The tag of the server that last gave a working tunnel, to try it first next time.',
+      ),
+      lastConnected: kept(
+        "The hour the server said it last saw this client; sent back so servers can count a day's users without any user ID.",
+      ),
+      entries: kept('Signed server entries (public: the same as in the published lists).', 'public'),
+    },
+  },
+  {
+    file: 'server/spool/shipper-state.json',
+    keptBy: 'tunnel server',
+    purpose: 'How far the back office has acknowledged each spool file, so shipping resumes after a restart.',
+    fields: {
+      version: kept('The file format version.'),
+      files: kept('Spool file name to the byte offset acknowledged; an entry goes with its file.'),
+    },
+  },
+  {
+    file: 'network/stats-keys.json',
+    keptBy: 'network operator',
+    purpose:
+      "The SHA-256 of each server's statistics key, so the back office knows which server sent a batch.",
+    fields: { hosts: kept('Host ID to key digest (the key itself stays on the server).') },
+  },
+];
+
 export function describeRetention(r: Retention): string {
   switch (r.kind) {
     case 'until-operator-deletes':

@@ -2,6 +2,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   EVENT_INVENTORY,
+  FILE_INVENTORY,
   TABLE_INVENTORY,
   describeRetention,
   findUndeclaredColumns,
@@ -12,6 +13,9 @@ import {
 import { migrate, OPS_MIGRATIONS, OPS_SERVICE, type Migration, type SqlDb } from '../../src/store/index.ts';
 import { STATS_MIGRATIONS, STATS_SERVICE } from '../../src/stats/sql-stats-store.ts';
 import { DATABASE_BACKENDS, withTestDatabase } from '../helpers/databases.ts';
+import { tempDir } from '../helpers/tmp.ts';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 
 /** Every service's migrations: a service that persists anything adds its list here. */
 const ALL_SERVICE_MIGRATIONS: ReadonlyArray<readonly [string, readonly Migration[]]> = [
@@ -30,6 +34,9 @@ function allFields(): Array<[string, FieldDeclaration]> {
     ),
     ...EVENT_INVENTORY.flatMap((e) =>
       Object.entries(e.fields).map(([k, f]) => [`${e.event}.${k}`, f] as [string, FieldDeclaration]),
+    ),
+    ...FILE_INVENTORY.flatMap((d) =>
+      Object.entries(d.fields).map(([k, f]) => [`${d.file}.${k}`, f] as [string, FieldDeclaration]),
     ),
   ];
 }
@@ -136,3 +143,39 @@ for (const backend of DATABASE_BACKENDS) {
       }));
   });
 }
+
+describe('data inventory: files', () => {
+  const declared = (file: string): string[] => {
+    const d = FILE_INVENTORY.find((f) => f.file === file);
+    assert.ok(d, `${file} is not in FILE_INVENTORY`);
+    return Object.keys(d.fields).sort();
+  };
+
+  it("declares every field of the client's server store as the client writes it", async (t) => {
+    const { ServerStore, SERVER_STORE_FILE } = await import('../../src/client/server-store.ts');
+    const dir = tempDir(t);
+    const store = ServerStore.open({ embeddedEntries: [], signaturePublicKey: 'AAAA', dataDir: dir });
+    store.setLastConnected('2026-11-29T18:00:00Z');
+    const written = JSON.parse(readFileSync(join(dir, SERVER_STORE_FILE), 'utf8')) as object;
+    assert.deepEqual(Object.keys(written).sort(), declared(`client/${SERVER_STORE_FILE}`));
+  });
+
+  it("declares every field of the shipper's state and of the network's stats key file", async (t) => {
+    const { harness, writeSpool } = await import('../stats/shipper-fixtures.ts');
+    const { SHIPPER_STATE_FILE } = await import('../../src/stats/shipper.ts');
+    const { recordStatsKey, generateStatsKey, STATS_KEYS_FILE } =
+      await import('../../src/stats/stats-key.ts');
+    const dir = tempDir(t);
+    writeSpool(dir, [3, 2]);
+    const h = await harness(t, dir);
+    const s = h.shipper();
+    await s.shipOnce();
+    await s.stop();
+    const state = JSON.parse(readFileSync(join(dir, SHIPPER_STATE_FILE), 'utf8')) as object;
+    assert.deepEqual(Object.keys(state).sort(), declared(`server/spool/${SHIPPER_STATE_FILE}`));
+    const net = tempDir(t);
+    recordStatsKey(net, 'host-1', generateStatsKey());
+    const keys = JSON.parse(readFileSync(join(net, STATS_KEYS_FILE), 'utf8')) as object;
+    assert.deepEqual(Object.keys(keys).sort(), declared(`network/${STATS_KEYS_FILE}`));
+  });
+});
