@@ -1,7 +1,6 @@
 // Shared pieces of the benchmarks: processes and their CPU/RSS from /proc, a throw-away network, a local
 // OpenSSH server as the baseline. Everything listens on loopback only, and every run stops by itself.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import {
   mkdtempSync,
   readFileSync,
@@ -16,6 +15,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ManualClock } from '../src/common/clock.ts';
 import { writeJsonAtomic } from '../src/common/files.ts';
+import { freePort } from '../src/common/free-port.ts';
 import { initNetwork, addSponsor, generateServer, makeClientConfig } from '../src/ops/index.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -28,16 +28,7 @@ export function tempDir(prefix = 'postern-bench-'): string {
   return dir;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
+export { freePort };
 
 function processTable(): Map<number, { ppid: number; ticks: number }> {
   const table = new Map<number, { ppid: number; ticks: number }>();

@@ -4,7 +4,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { postern, posternSpawn, waitForOutput } from '../helpers/cli.ts';
 import {
@@ -16,15 +15,7 @@ import {
 import { expectedSha256, startOrigin } from '../helpers/origin.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { curl } from '../client/proxy-fixtures.ts';
-
-async function freePort(): Promise<number> {
-  return new Promise((res) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
+import { freePort } from '../../src/common/free-port.ts';
 
 function writeConfig(dir: string, entries: string[]): string {
   const file = join(dir, 'client.json');

@@ -3,7 +3,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { ManualClock } from '../../src/common/clock.ts';
 import { generateServer, initNetwork } from '../../src/ops/index.ts';
@@ -14,18 +13,7 @@ import { postern, posternSpawn, waitForOutput } from '../helpers/cli.ts';
 import { IngestReceiver, makeTestCertificate } from '../helpers/ingest-receiver.ts';
 import { tempDir } from '../helpers/tmp.ts';
 import { exactlyOnce, writeSpool } from '../stats/shipper-fixtures.ts';
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const p = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(p));
-    });
-  });
-}
+import { freePort } from '../../src/common/free-port.ts';
 
 function posternAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   const child = posternSpawn(args);

@@ -28,6 +28,7 @@ import {
   startTestOrigin,
   type TestOrigin,
 } from './proxy-fixtures.ts';
+import { freePort } from '../../src/common/free-port.ts';
 
 const blob = makeBlob();
 const blobSha = sha256(blob);
@@ -218,14 +219,6 @@ describe('SOCKS proxy through curl', () => {
     assert.equal(r.data.subarray(12).toString(), 'got 100000 bytes');
   });
 });
-
-async function freePort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('SOCKS proxy against hostile clients', () => {
   let origin: TestOrigin;
