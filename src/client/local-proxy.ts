@@ -129,6 +129,99 @@ export interface OpenForwardOptions {
   client?: net.Socket;
 }
 
+/** Dials in progress per proxy (keyed by its closing signal): one 'abort' listener per proxy, not one per dial. */
+const dialsByClosing = new WeakMap<AbortSignal, Set<ForwardDial>>();
+
+function trackDial(closing: AbortSignal, dial: ForwardDial): void {
+  let dials = dialsByClosing.get(closing);
+  if (!dials) {
+    const set = new Set<ForwardDial>();
+    dialsByClosing.set(closing, set);
+    closing.addEventListener(
+      'abort',
+      () => {
+        for (const d of [...set]) d.giveUp(new DialError('failed', 'the proxy is closing'));
+      },
+      { once: true },
+    );
+    dials = set;
+  }
+  dials.add(dial);
+}
+
+/**
+ * One dial of openForward. A class with its listeners assigned once, because this runs for every new connection:
+ * AbortSignal listeners and named closures are costly until the code is optimised (see common/stream-pump.ts).
+ */
+class ForwardDial {
+  readonly promise: Promise<Duplex>;
+  private resolve!: (stream: Duplex) => void;
+  private reject!: (err: unknown) => void;
+  private settled = false;
+  private readonly ac = new AbortController();
+  private readonly timer: NodeJS.Timeout;
+  private readonly onClientClose: () => void;
+
+  constructor(
+    private readonly opts: OpenForwardOptions,
+    dialer: TunnelDialer,
+    host: string,
+    port: number,
+  ) {
+    this.promise = new Promise<Duplex>((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.onClientClose = () => this.giveUp(new DialError('failed', 'the client went away'));
+    this.timer = setTimeout(
+      () => this.giveUp(new DialError('timeout', `no forward after ${opts.timeoutMs} ms`)),
+      opts.timeoutMs,
+    );
+    // The proxy's listener keeps the process alive; an unreferenced timer spares Node a timer list per dial.
+    this.timer.unref();
+    trackDial(opts.closing, this);
+    opts.client?.once('close', this.onClientClose);
+    if (opts.closing.aborted) this.giveUp(new DialError('failed', 'the proxy is closing'));
+    else if (opts.client?.destroyed) this.onClientClose();
+    if (this.settled) return;
+    let dialing: Promise<Duplex>;
+    try {
+      dialing = dialer.dial(host, port, { signal: this.ac.signal });
+    } catch (err) {
+      dialing = Promise.reject(err);
+    }
+    dialing.then(
+      (stream) => {
+        if (this.settled) {
+          stream.destroy();
+          return;
+        }
+        this.cleanup();
+        this.resolve(stream);
+      },
+      (err: unknown) => {
+        if (this.settled) return;
+        this.cleanup();
+        this.reject(err);
+      },
+    );
+  }
+
+  giveUp(err: DialError): void {
+    if (this.settled) return;
+    this.cleanup();
+    this.ac.abort(err);
+    this.reject(err);
+  }
+
+  private cleanup(): void {
+    this.settled = true;
+    clearTimeout(this.timer);
+    dialsByClosing.get(this.opts.closing)?.delete(this);
+    this.opts.client?.off('close', this.onClientClose);
+  }
+}
+
 /**
  * Dials host:port with a deadline, giving up when the proxy closes or the client leaves. Settles even if the
  * dialer ignores its abort signal; a forward that opens after that is destroyed.
@@ -139,52 +232,5 @@ export function openForward(
   port: number,
   opts: OpenForwardOptions,
 ): Promise<Duplex> {
-  return new Promise<Duplex>((resolve, reject) => {
-    const ac = new AbortController();
-    let settled = false;
-    const cleanup = (): void => {
-      settled = true;
-      clearTimeout(timer);
-      opts.closing.removeEventListener('abort', onClosing);
-      opts.client?.off('close', onClientClose);
-    };
-    const giveUp = (err: DialError): void => {
-      if (settled) return;
-      cleanup();
-      ac.abort(err);
-      reject(err);
-    };
-    const onClosing = (): void => giveUp(new DialError('failed', 'the proxy is closing'));
-    const onClientClose = (): void => giveUp(new DialError('failed', 'the client went away'));
-    const timer = setTimeout(
-      () => giveUp(new DialError('timeout', `no forward after ${opts.timeoutMs} ms`)),
-      opts.timeoutMs,
-    );
-    opts.closing.addEventListener('abort', onClosing, { once: true });
-    opts.client?.once('close', onClientClose);
-    if (opts.closing.aborted) onClosing();
-    else if (opts.client?.destroyed) onClientClose();
-    if (settled) return;
-    let dialing: Promise<Duplex>;
-    try {
-      dialing = dialer.dial(host, port, { signal: ac.signal });
-    } catch (err) {
-      dialing = Promise.reject(err);
-    }
-    dialing.then(
-      (stream) => {
-        if (settled) {
-          stream.destroy();
-          return;
-        }
-        cleanup();
-        resolve(stream);
-      },
-      (err: unknown) => {
-        if (settled) return;
-        cleanup();
-        reject(err);
-      },
-    );
-  });
+  return new ForwardDial(opts, dialer, host, port).promise;
 }

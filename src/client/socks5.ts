@@ -85,12 +85,15 @@ class SocksConnection {
   private stage: Stage = 'version';
   private buffer: Buffer = Buffer.alloc(0);
   private readonly timer: NodeJS.Timeout;
-  private readonly onData = (chunk: Buffer): void => this.receive(chunk);
+  // Assigned in the constructor rather than as a named arrow field: the development runner (tsx) pays an
+  // Object.defineProperty per named closure, once per connection here (see common/stream-pump.ts).
+  private readonly onData: (chunk: Buffer) => void;
 
   constructor(
     private readonly socket: net.Socket,
     private readonly ctx: ServerContext,
   ) {
+    this.onData = (chunk) => this.receive(chunk);
     socket.setNoDelay(true);
     socket.on('error', () => socket.destroy());
     socket.on('data', this.onData);
@@ -99,6 +102,9 @@ class SocksConnection {
       if (this.stage !== 'done') socket.destroy();
     });
     this.timer = setTimeout(() => socket.destroy(), ctx.handshakeTimeoutMs);
+    // Unreferenced: the listening proxy keeps the process alive anyway, and Node keeps the timer list of an
+    // unreferenced timer when it empties instead of dropping and rebuilding it for every connection.
+    this.timer.unref();
     socket.once('close', () => clearTimeout(this.timer));
   }
 

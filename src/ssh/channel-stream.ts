@@ -210,6 +210,12 @@ export class ChannelStream extends Duplex {
     if (!this.eofSent && !this.closeSent && !this.closeReceived && !this.connectionGone) {
       this.eofSent = true;
       this.host.sendChannelEof(this.remoteId);
+      // The peer has already ended its side, so nothing more can cross: CLOSE goes with the EOF (one packet
+      // pair, one transport write) instead of a turn later from destroy(), which costs the peer another wakeup.
+      if (this.eofReceived) {
+        this.closeSent = true;
+        this.host.sendChannelClose(this.remoteId);
+      }
     }
     callback();
   }

@@ -54,6 +54,8 @@ export const CLOSE_LINGER_MS = 2000;
 export const DEFAULT_MAX_CHANNELS = 1024;
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 export const DEFAULT_CHANNEL_OPEN_TIMEOUT_MS = 30_000;
+/** Turns to wait for the OSSH obfuscator to hand its last bytes to the socket before it is detached. */
+export const MAX_DETACH_ATTEMPTS = 100;
 
 export interface ConnectionStats {
   /** Bytes read from and written to the transport (SSH framing and encryption included). */
@@ -137,7 +139,6 @@ export interface OpenChannelOptions {
 }
 
 export abstract class SshConnection extends EventEmitter<SshConnectionEvents> implements ChannelHost {
-  readonly transport: Duplex;
   /** Algorithms of the last key exchange, null before the first one completes. */
   negotiated: NegotiatedAlgorithms | null = null;
   /** The peer's identification string ("SSH-2.0-..."), once received. */
@@ -156,6 +157,16 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
   protected authenticated = false;
   protected isClosed = false;
 
+  /** The stream SSH runs over: the socket, or the OSSH obfuscator until it is detached (see detachTransport). */
+  private currentTransport: Duplex;
+  /** Whether SSH reads the transport yet (begin() has run). */
+  private reading = false;
+  private detachAttempts = 0;
+  private readonly onTransportChunk = (chunk: Buffer): void => this.onTransportData(chunk);
+  private readonly onTransportError = (err: Error): void =>
+    this.fail(new PosternError('IO', `SSH transport error: ${err.message}`));
+  private readonly onTransportEnd = (): void => this.onTransportGone();
+  private readonly onTransportDrain = (): void => this.resumeDrainWaiters();
   private readonly slots = new Map<number, Slot>();
   private nextChannelId = 0;
   private readonly drainWaiters = new Set<ChannelStream>();
@@ -181,7 +192,7 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
 
   constructor(transport: Duplex, settings: ConnectionSettings, config: RoleProtocolConfig) {
     super();
-    this.transport = transport;
+    this.currentTransport = transport;
     this.settings = settings;
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.sendBufferLimit = Math.max(CONNECTION_SEND_BUFFER_LIMIT, transport.writableHighWaterMark);
@@ -225,12 +236,15 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
       return this.isClosed ? Infinity : ret;
     };
 
-    transport.on('error', (err: Error) =>
-      this.fail(new PosternError('IO', `SSH transport error: ${err.message}`)),
-    );
-    transport.on('end', () => this.onTransportGone());
-    transport.on('close', () => this.onTransportGone());
-    transport.on('drain', () => this.resumeDrainWaiters());
+    this.listenToTransport(transport);
+    // OSSH obfuscates only up to the first NEWKEYS each way; after that the obfuscator passes bytes through
+    // unchanged, so it is taken out of the path (one stream hop less for every packet, both ways).
+    if (isDetachable(transport)) transport.once('passthrough', () => this.scheduleDetach());
+  }
+
+  /** The byte stream SSH runs over (after an OSSH handshake, the socket under the obfuscator). */
+  get transport(): Duplex {
+    return this.currentTransport;
   }
 
   /** Counters for the tunnel's statistics. */
@@ -260,6 +274,7 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
     }
     return new Promise((resolve, reject) => {
       sendGlobalRequest(this.proto, name, true, payload);
+      this.flushWrites();
       const entry: OutboundRequest = { resolve, reject, settled: false, timer: null };
       if (opts.timeoutMs !== undefined) {
         entry.timer = setTimeout(() => {
@@ -303,7 +318,8 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
       () => {
         if (this.isClosed) return;
         this.proto.start?.();
-        this.transport.on('data', (chunk: Buffer) => this.onTransportData(chunk));
+        this.reading = true;
+        this.transport.on('data', this.onTransportChunk);
       },
       (err: unknown) =>
         this.fail(new PosternError('SSH_PROTOCOL', `SSH crypto unavailable: ${describeError(err)}`)),
@@ -376,11 +392,14 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
     });
     this.slots.set(localId, channel);
     this.proto.channelOpenConfirm(msg.senderId, localId, this.settings.channelWindow, CHANNEL_MAX_PACKET);
+    this.flushWrites();
     return channel;
   }
 
   protected rejectOpen(senderId: number, reason: number, description = ''): void {
-    if (!this.isClosed) this.proto.channelOpenFail(senderId, reason, description);
+    if (this.isClosed) return;
+    this.proto.channelOpenFail(senderId, reason, description);
+    this.flushWrites();
   }
 
   /** Opens a channel of any type; resolves once the peer confirms it. */
@@ -395,6 +414,7 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
     }
     return new Promise((resolve, reject) => {
       sendChannelOpen(this.proto, type, localId, this.settings.channelWindow, CHANNEL_MAX_PACKET, extra);
+      this.flushWrites();
       const pending: PendingOpen = { kind: 'opening', localId, type, resolve, reject, timer: null };
       const timeoutMs = opts.timeoutMs ?? DEFAULT_CHANNEL_OPEN_TIMEOUT_MS;
       pending.timer = setTimeout(() => {
@@ -403,6 +423,9 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
         pending.resolve = (channel) => channel.destroy();
         pending.reject = () => {};
       }, timeoutMs);
+      // The connection's transport keeps the process alive; an unreferenced timer spares Node a timer list per
+      // channel open.
+      pending.timer.unref();
       this.slots.set(localId, pending);
     });
   }
@@ -555,11 +578,15 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
     if (this.transport.destroyed || !this.transport.writable) return;
     this.stats.transportBytesWritten += data.length;
     // ssh2 writes every packet separately; gathering one turn's packets into a single writev halves the kernel's
-    // cost per byte on a busy connection, for no added latency.
+    // cost per byte on a busy connection, for no added latency. Packets the peer is waiting on (channel opens
+    // and their answers) are flushed at once instead: see flushWrites.
     if (!this.corked) {
       this.corked = true;
       this.transport.cork();
-      process.nextTick(this.uncork);
+      if (!this.uncorkScheduled) {
+        this.uncorkScheduled = true;
+        process.nextTick(this.onUncorkTick);
+      }
     }
     this.transport.write(data);
     this.bytesSinceKex += data.length;
@@ -574,10 +601,69 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
   }
 
   private corked = false;
-  private readonly uncork = (): void => {
+  private uncorkScheduled = false;
+  private readonly onUncorkTick = (): void => {
+    this.uncorkScheduled = false;
+    this.flushWrites();
+  };
+
+  /**
+   * Hands the packets gathered so far to the transport now rather than at the end of this turn. Used after
+   * packets a peer is blocked on (CHANNEL_OPEN, its confirmation or failure, global requests): whatever the
+   * rest of the turn does (setting up the forward's relay, timers, promise callbacks) then runs while the packet
+   * is already on its way.
+   */
+  protected flushWrites(): void {
+    if (!this.corked) return;
     this.corked = false;
     this.transport.uncork();
-  };
+  }
+
+  private listenToTransport(t: Duplex): void {
+    t.on('error', this.onTransportError);
+    t.on('end', this.onTransportEnd);
+    t.on('close', this.onTransportEnd);
+    t.on('drain', this.onTransportDrain);
+    if (this.reading) t.on('data', this.onTransportChunk);
+  }
+
+  private stopListeningToTransport(t: Duplex): void {
+    t.off('error', this.onTransportError);
+    t.off('end', this.onTransportEnd);
+    t.off('close', this.onTransportEnd);
+    t.off('drain', this.onTransportDrain);
+    t.off('data', this.onTransportChunk);
+  }
+
+  /** Outside the obfuscator's and ssh2's own call stacks. */
+  private scheduleDetach(): void {
+    setImmediate(() => this.detachTransport());
+  }
+
+  /**
+   * Replaces a finished OSSH obfuscator with the socket under it. Waits while the obfuscator still holds bytes to
+   * write; keeps it (correct, only slower) if it cannot be detached.
+   */
+  private detachTransport(): void {
+    const obfuscator = this.currentTransport;
+    if (this.isClosed || !isDetachable(obfuscator) || obfuscator.destroyed) return;
+    if (!obfuscator.obfuscationFinished) return;
+    this.flushWrites();
+    if (obfuscator.writableLength > 0) {
+      if (++this.detachAttempts < MAX_DETACH_ATTEMPTS) this.scheduleDetach();
+      return;
+    }
+    this.stopListeningToTransport(obfuscator);
+    let socket: Duplex;
+    try {
+      socket = obfuscator.detach();
+    } catch {
+      this.listenToTransport(obfuscator);
+      return;
+    }
+    this.currentTransport = socket;
+    this.listenToTransport(socket);
+  }
 
   private resumeDrainWaiters(): void {
     if (this.drainWaiters.size === 0) return;
@@ -723,7 +809,7 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
     this.inbound.length = 0;
 
     // Packets of this turn (a DISCONNECT, the last failure replies) are still corked: hand them over first.
-    if (this.corked) this.uncork();
+    this.flushWrites();
     if (error === null && !this.transport.destroyed) {
       this.transport.end();
       this.lingerTimer = setTimeout(() => this.transport.destroy(), CLOSE_LINGER_MS);
@@ -737,4 +823,15 @@ export abstract class SshConnection extends EventEmitter<SshConnectionEvents> im
     this.emit('close', error);
     this.resolveClosed(error);
   }
+}
+
+/** The OSSH obfuscator's stream (transport/obfuscated-ssh.ts), recognised without importing the transport layer. */
+interface DetachableTransport extends Duplex {
+  readonly obfuscationFinished: boolean;
+  detach(): Duplex;
+}
+
+function isDetachable(t: Duplex): t is DetachableTransport {
+  const d = t as Partial<DetachableTransport>;
+  return typeof d.detach === 'function' && typeof d.obfuscationFinished === 'boolean';
 }

@@ -148,6 +148,30 @@ test('end() sends EOF; the peer may keep sending; close follows once both direct
   assert.equal(host.finished, 1);
 });
 
+test('ending after the peer sent EOF sends EOF and CLOSE together, and CLOSE only once', async () => {
+  const host = new FakeHost();
+  const ch = channel(host);
+  const got: Buffer[] = [];
+  ch.on('data', (d: Buffer) => got.push(d));
+  ch.onData(Buffer.from('response'));
+  ch.onEof();
+  await tick();
+  assert.equal(host.closes, 0);
+  let closesAtFinish = -1;
+  ch.on('finish', () => (closesAtFinish = host.closes));
+  ch.end();
+  await new Promise((r) => ch.on('close', r));
+  // Sent with the EOF, not a turn later by destroy(): the peer gets both in one transport write.
+  assert.equal(closesAtFinish, 1);
+  assert.equal(host.eofs, 1);
+  assert.equal(host.closes, 1, 'destroy() does not send a second CLOSE');
+  assert.equal(Buffer.concat(got).toString(), 'response');
+  assert.equal(host.finished, 0);
+  ch.onClose();
+  assert.equal(host.closes, 1);
+  assert.equal(host.finished, 1);
+});
+
 test("a peer's CLOSE without EOF ends the data cleanly after buffered bytes are read", async () => {
   const host = new FakeHost();
   const ch = channel(host);

@@ -4,18 +4,27 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
+import net from 'node:net';
 import { isPosternError } from '../../src/common/errors.ts';
+import { acceptObfuscatedSsh, dialObfuscatedSsh } from '../../src/transport/index.ts';
 import {
+  acceptSshConnection,
+  psiphonPasswordAuthenticator,
   CHANNEL_OPEN_FAILURE,
   ChannelOpenError,
   HYBRID_KEX,
   connectSsh,
   ssh2BindingAvailable,
   type SshPasswordPayload,
+  type SshServerConnection,
 } from '../../src/ssh/index.ts';
 import {
   connectClient,
   dial,
+  echoRequests,
+  hostKey,
+  listen,
+  relay,
   passwordPayload,
   PASS,
   roundTrip,
@@ -160,6 +169,73 @@ test('a 10 MB round trip through direct-tcpip to an echo server is intact', asyn
   assert.ok(stats.transportBytesWritten > data.length);
   await waitFor(() => server.connections[0]!.getStats().openChannels === 0, 2000, 'channel cleanup');
   assert.equal(server.connections[0]!.getStats().channelBytesReceived, data.length);
+});
+
+test('a channel open and its confirmation reach the socket at once, not at the end of the turn', async (t) => {
+  // Both sides are waiting on these packets: corking them until the turn ends would add the rest of the turn
+  // (promise callbacks, relay set-up) to every new connection's latency.
+  let confirmationFlushed: boolean | null = null;
+  const server = await startServer(t, {
+    onDirectTcpip: (_info, accept) => {
+      const channel = accept();
+      confirmationFlushed = server.connections[0]!.transport.writableLength === 0;
+      channel.end();
+    },
+  });
+  const client = await connectClient(t, server);
+  const opening = client.openDirectTcpip('127.0.0.1', 9);
+  assert.equal(client.transport.writableLength, 0, 'CHANNEL_OPEN still corked');
+  const channel = await opening;
+  channel.destroy();
+  assert.equal(confirmationFlushed, true, 'CHANNEL_OPEN_CONFIRMATION still corked');
+});
+
+test('over OSSH, the obfuscator is taken out of the path once it passes bytes through, and data still flows', async (t) => {
+  const keyword = 'connection-test-keyword';
+  const key = hostKey();
+  const echoPort = await startEcho(t);
+  const serverConns: SshServerConnection<SshPasswordPayload>[] = [];
+  const port = await listen(
+    t,
+    net.createServer((socket) => {
+      socket.on('error', () => {});
+      void acceptObfuscatedSsh(socket, { obfuscationKeyword: keyword }).then((stream) => {
+        serverConns.push(
+          acceptSshConnection(stream, {
+            hostKeyPem: key.privateKeyPem,
+            serverVersion: 'SSH-2.0-PosternTest',
+            authenticate: psiphonPasswordAuthenticator(USER, PASS),
+            onGlobalRequest: echoRequests,
+            onDirectTcpip: (info, accept, reject) => {
+              const target = net.connect(info.port, info.host);
+              target.once('error', () => reject());
+              target.once('connect', () => relay(accept(), target));
+            },
+          }),
+        );
+      });
+    }),
+  );
+  const client = await connectSsh(dialObfuscatedSsh(dial(t, port), { obfuscationKeyword: keyword }), {
+    username: USER,
+    password: passwordPayload(),
+    expectedHostKeyBlob: Buffer.from(key.publicKeyBlobB64, 'base64'),
+    clientVersion: 'SSH-2.0-OpenSSH_8.1',
+    encryptThenMac: false,
+  });
+  t.after(() => client.close());
+  await waitFor(
+    () => client.transport instanceof net.Socket && serverConns[0]?.transport instanceof net.Socket,
+    2000,
+    'both sides on the bare socket',
+  );
+  const data = randomBytes(300_000);
+  const channel = await client.openDirectTcpip('127.0.0.1', echoPort);
+  assert.equal(sha256(await roundTrip(channel, data)), sha256(data));
+  assert.deepEqual(await client.request('echo', Buffer.from('after detach')), Buffer.from('after detach'));
+  // A re-key after the obfuscator is gone runs over the bare socket, as it would have through the obfuscator.
+  client.rekey();
+  assert.deepEqual(await client.request('echo', Buffer.from('after rekey')), Buffer.from('after rekey'));
 });
 
 test('100 channels in parallel each carry their own data', async (t) => {
