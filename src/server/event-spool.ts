@@ -8,20 +8,11 @@
 // the next open. Disk use is capped: over the cap new events are refused, counted and logged, never
 // silently lost. As a last line of defence, an event with any field that looks like an IP address is
 // refused (and counted): events carry region codes, never addresses. The writer adds nothing to an event.
-import {
-  closeSync,
-  constants as fsConstants,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  readdirSync,
-  statSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { mkdir, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { PosternError, describeError } from '../common/errors.ts';
+import { acquirePidLock } from '../common/pid-lock.ts';
 import { RealClock, type Clock } from '../common/clock.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import { containsIpAddress, redactString } from '../common/redact.ts';
@@ -250,51 +241,13 @@ interface OpenFile {
   size: number;
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: unknown }).code === 'EPERM';
-  }
-}
-
 /** One writer per folder: a lock file holding the writer's pid; a lock left by a dead process is taken over. */
 function acquireLock(dir: string): string {
-  const path = join(dir, SPOOL_LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(
-        path,
-        fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL,
-        SPOOL_FILE_MODE,
-      );
-      writeSync(fd, `${process.pid}\n`);
-      fsyncSync(fd);
-      closeSync(fd);
-      return path;
-    } catch (e) {
-      if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
-    }
-    let pid = NaN;
-    try {
-      pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
-    } catch {
-      // unreadable: treat as stale
-    }
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-      throw new PosternError(
-        'ALREADY_EXISTS',
-        `event spool ${dir} is in use by process ${pid}; if it is not running, remove ${path}`,
-      );
-    }
-    try {
-      unlinkSync(path);
-    } catch {
-      // another process may have taken it first: the next attempt tells
-    }
-  }
-  throw new PosternError('ALREADY_EXISTS', `event spool ${dir}: cannot take the lock ${path}`);
+  return acquirePidLock(
+    join(dir, SPOOL_LOCK_FILE),
+    (pid) => `event spool ${dir} is in use by process ${pid}`,
+    SPOOL_FILE_MODE,
+  );
 }
 
 async function syncDir(dir: string): Promise<void> {

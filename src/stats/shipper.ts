@@ -11,16 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import { Agent, request } from 'node:https';
 import type { PeerCertificate } from 'node:tls';
 import { checkServerIdentity as tlsCheckServerIdentity } from 'node:tls';
-import {
-  closeSync,
-  constants as fsConstants,
-  fsyncSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { mkdirSync, unlinkSync } from 'node:fs';
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -29,6 +20,7 @@ import { RealClock, type Clock } from '../common/clock.ts';
 import { silentLogger, type Logger } from '../common/logger.ts';
 import { readJsonFile } from '../common/config.ts';
 import { writeJsonAtomic, PRIVATE_FILE_MODE } from '../common/files.ts';
+import { acquirePidLock } from '../common/pid-lock.ts';
 import { listSpoolFiles, MAX_EVENT_BYTES } from '../server/event-spool.ts';
 import {
   BATCH_CONTENT_TYPE,
@@ -224,47 +216,12 @@ type Outcome =
   | { kind: 'malformed'; error: string }
   | { kind: 'failure'; failure: ShipFailure; detail: string };
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as { code?: unknown }).code === 'EPERM';
-  }
-}
-
 /** One shipper per spool folder (two would race on the state file); a lock left by a dead process is taken. */
 function acquireShipperLock(dir: string): string {
-  const path = join(dir, SHIPPER_LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(path, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, 0o600);
-      writeSync(fd, `${process.pid}\n`);
-      fsyncSync(fd);
-      closeSync(fd);
-      return path;
-    } catch (e) {
-      if ((e as { code?: unknown }).code !== 'EEXIST') throw e;
-    }
-    let pid = NaN;
-    try {
-      pid = Number.parseInt(readFileSync(path, 'utf8').trim(), 10);
-    } catch {
-      // unreadable: stale
-    }
-    if (Number.isInteger(pid) && pid > 0 && isAlive(pid)) {
-      throw new PosternError(
-        'ALREADY_EXISTS',
-        `a stats shipper (process ${pid}) is already shipping ${dir}; if it is not running, remove ${path}`,
-      );
-    }
-    try {
-      unlinkSync(path);
-    } catch {
-      // taken by another process meanwhile: the next attempt tells
-    }
-  }
-  throw new PosternError('ALREADY_EXISTS', `cannot take the stats shipper lock ${path}`);
+  return acquirePidLock(
+    join(dir, SHIPPER_LOCK_FILE),
+    (pid) => `a stats shipper (process ${pid}) is already shipping ${dir}`,
+  );
 }
 
 function parseBackOfficeUrl(text: string): URL {
