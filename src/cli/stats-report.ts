@@ -149,13 +149,16 @@ export function statsReportCommand(): Command {
           }
           return;
         }
-        const [daily, domains, failures] = await Promise.all([
+        const [daily, domains, failures, servers] = await Promise.all([
           store.daily(q),
           store.domains(q),
           store.failures(q),
+          store.serverLoad(),
         ]);
         if (o.format === 'json') {
-          process.stdout.write(JSON.stringify({ from, to, daily, domains, failures }, null, 2) + '\n');
+          process.stdout.write(
+            JSON.stringify({ from, to, daily, domains, failures, servers }, null, 2) + '\n',
+          );
         } else if (o.format === 'csv') {
           process.stdout.write(
             '# daily\r\n' +
@@ -188,7 +191,9 @@ export function statsReportCommand(): Command {
               'Domain bytes\n' +
               formatTable(DOMAIN_COLUMNS, domains) +
               'Failures\n' +
-              formatTable(FAILURE_COLUMNS, failures),
+              formatTable(FAILURE_COLUMNS, failures) +
+              'Servers now (latest load report; a session is counted when its tunnel ends)\n' +
+              formatTable(['hostId', 'hour', 'establishedTunnels', 'openPortForwards'], servers),
           );
         }
       } finally {

@@ -44,6 +44,7 @@ export const DEFAULT_BACKOFFICE_ADDRESS = '127.0.0.1:8443';
 /** `postern up` rolls statistics up and writes domain buckets often, so a report shows a few curls at once. */
 export const UP_ROLLUP_INTERVAL_MS = 10_000;
 export const UP_DOMAIN_BYTES_PERIOD_MS = 10_000;
+export const UP_LOAD_PERIOD_MS = 10_000;
 
 interface UpOptions {
   data: string;
@@ -207,6 +208,7 @@ export function upCommand(): Command {
         log,
         sidecar: (config, configDir) => startServerShipper(config, configDir, clock, log),
         domainBytesPeriodMs: UP_DOMAIN_BYTES_PERIOD_MS,
+        loadPeriodMs: UP_LOAD_PERIOD_MS,
       }).catch(async (e: unknown) => {
         await backoffice.stop();
         throw e;

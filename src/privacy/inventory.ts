@@ -142,6 +142,19 @@ const STATS_TABLES: readonly TableDeclaration[] = [
   },
   {
     service: 'stats',
+    table: 'stats_server_load',
+    purpose:
+      "Each tunnel server's latest load report, to see how busy the network is now; about servers, not users.",
+    columns: {
+      host_id: config("Which of the operator's servers reported."),
+      hour: config('The hour of its latest report.'),
+      established_tunnels: config('Tunnels open on it then.'),
+      open_port_forwards: config('Port forwards open on it then.'),
+      rss_bytes: config("The server process's memory use then."),
+    },
+  },
+  {
+    service: 'stats',
     table: 'stats_dirty_dates',
     purpose: 'Days with events received since their last rollup, so the rollup job knows what to redo.',
     columns: {

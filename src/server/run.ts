@@ -30,6 +30,8 @@ export async function runServer(opts: {
   sidecar?: ServerSidecar;
   /** How often bytes-per-domain buckets are written (`postern up` shortens it so reports fill quickly) */
   domainBytesPeriodMs?: number;
+  /** How often a server_load event is written (`postern up` shortens it too) */
+  loadPeriodMs?: number;
 }): Promise<RunningServer> {
   const configFile = resolve(opts.configFile);
   const config = loadServerConfig(configFile);
@@ -54,6 +56,7 @@ export async function runServer(opts: {
     log: opts.log,
     ...(opts.allowDestinations ? { allowDestinations: opts.allowDestinations } : {}),
     ...(opts.domainBytesPeriodMs ? { domainBytesPeriodMs: opts.domainBytesPeriodMs } : {}),
+    ...(opts.loadPeriodMs ? { loadPeriodMs: opts.loadPeriodMs } : {}),
   });
   let ports: Record<string, number>;
   try {

@@ -20,7 +20,7 @@ import { migrate, type Migration } from '../store/migrations.ts';
 import { openSqlDb } from '../store/open-sql-db.ts';
 import { rowInteger, rowString } from '../store/row.ts';
 import type { BulkColumn, BulkRow, OpenSqlDbOptions, SqlDb, SqlExecutor, SqlRow } from '../store/sql-db.ts';
-import { MAX_ID_LENGTH, type EventName, type StatsEvent } from './events.ts';
+import { MAX_ID_LENGTH, type EventName, type StatsEvent, type StatsEventOf } from './events.ts';
 import { MAX_BATCH_EVENTS, type IngestBatch, type IngestResult } from './ingest-protocol.ts';
 import {
   DEFAULT_RETENTION_DAYS,
@@ -30,6 +30,7 @@ import {
   type ReportQuery,
   type RetentionSummary,
   type RollupSummary,
+  type ServerLoadRow,
   type StatsStore,
 } from './store.ts';
 
@@ -56,7 +57,10 @@ const DAY_MS = 86_400_000;
 const NO_CUTOFF_YET = '0000-01-01';
 const DATE_PATTERN = /^\d{4}-\d{2}-\d{2}$/;
 
-/** The event kinds kept as raw rows; server_load and irregular_tunnel are accepted but feed no report here. */
+/**
+ * The event kinds kept as raw rows. server_load keeps only each server's latest report (stats_server_load);
+ * irregular_tunnel is accepted but feeds no report here.
+ */
 export const STORED_EVENT_NAMES = [
   'server_tunnel',
   'unique_user',
@@ -162,6 +166,17 @@ export const STATS_MIGRATIONS: readonly Migration[] = [
     version: 1,
     description: 'raw events and domain bytes, ingest cursors, daily rollups',
     up: { sqlite: schemaV1('sqlite'), postgres: schemaV1('postgres') },
+  },
+  {
+    version: 2,
+    description: "each tunnel server's latest load report",
+    up: `CREATE TABLE stats_server_load (
+      host_id TEXT PRIMARY KEY,
+      hour TEXT NOT NULL,
+      established_tunnels BIGINT NOT NULL CHECK (established_tunnels >= 0),
+      open_port_forwards BIGINT NOT NULL CHECK (open_port_forwards >= 0),
+      rss_bytes BIGINT NOT NULL CHECK (rss_bytes >= 0)
+    )`,
   },
 ];
 
@@ -305,6 +320,8 @@ interface PendingRows {
   domainCells: string[];
   /** Dates of the rows, to mark for rollup */
   dates: Set<string>;
+  /** The batch's last load report per host */
+  loads: Map<string, StatsEventOf<'server_load'>>;
   expired: number;
   taken: number;
 }
@@ -316,6 +333,7 @@ function toRows(events: readonly StatsEvent[], cutoff: string): PendingRows {
     domains: [],
     domainCells: [],
     dates: new Set(),
+    loads: new Map(),
     expired: 0,
     taken: 0,
   };
@@ -328,6 +346,8 @@ function toRows(events: readonly StatsEvent[], cutoff: string): PendingRows {
     out.taken++;
     switch (e.event_name) {
       case 'server_load':
+        out.loads.set(e.host_id, e);
+        continue;
       case 'irregular_tunnel':
         // Accepted (the spool holds them) but no report of this store reads them, so they are not kept.
         continue;
@@ -537,6 +557,16 @@ export class SqlStatsStore implements StatsStore {
         await tx.insertMany('stats_events', EVENT_COLUMNS, pending.events as BulkRow[]);
       if (pending.domains.length > 0) {
         await tx.insertMany('stats_domain_bytes', DOMAIN_COLUMNS, pending.domains as BulkRow[]);
+      }
+      for (const l of pending.loads.values()) {
+        await tx.run(
+          `INSERT INTO stats_server_load (host_id, hour, established_tunnels, open_port_forwards, rss_bytes)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (host_id) DO UPDATE SET hour = excluded.hour,
+             established_tunnels = excluded.established_tunnels,
+             open_port_forwards = excluded.open_port_forwards, rss_bytes = excluded.rss_bytes`,
+          [l.host_id, l.timestamp, l.established_tunnels, l.open_port_forwards, l.rss_bytes],
+        );
       }
       if (endOffset !== cursor) {
         await tx.run(
@@ -784,6 +814,17 @@ export class SqlStatsStore implements StatsStore {
       params,
     );
     return rows.map(failureFromRow);
+  }
+
+  async serverLoad(): Promise<ServerLoadRow[]> {
+    const rows = await this.db.query(`SELECT * FROM stats_server_load ORDER BY host_id${this.collate}`);
+    return rows.map((r) => ({
+      hostId: rowString(r, 'host_id'),
+      hour: rowString(r, 'hour'),
+      establishedTunnels: rowInteger(r, 'established_tunnels'),
+      openPortForwards: rowInteger(r, 'open_port_forwards'),
+      rssBytes: rowInteger(r, 'rss_bytes'),
+    }));
   }
 
   async close(): Promise<void> {

@@ -49,6 +49,16 @@ export interface FailureRollupRow {
   count: number;
 }
 
+/** The latest load report of one tunnel server (server_load events; about servers, not users). */
+export interface ServerLoadRow {
+  hostId: string;
+  /** The hour of the report */
+  hour: string;
+  establishedTunnels: number;
+  openPortForwards: number;
+  rssBytes: number;
+}
+
 export interface RollupSummary {
   date: string;
   /** Raw rows read */
@@ -87,5 +97,7 @@ export interface StatsStore {
   daily(q: ReportQuery): Promise<DailyRollupRow[]>;
   domains(q: ReportQuery): Promise<DomainRollupRow[]>;
   failures(q: ReportQuery): Promise<FailureRollupRow[]>;
+  /** Each server's latest load report, by host ID. */
+  serverLoad(): Promise<ServerLoadRow[]>;
   close(): Promise<void>;
 }

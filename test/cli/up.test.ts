@@ -90,6 +90,18 @@ test('postern up: curl through SOCKS5 and HTTP proxies fetches 100 MB intact; th
     ]);
     assert.equal(named.code, 0);
 
+    // While it runs, the report shows the open tunnel from the server's load reports (every 10 s under up).
+    let servers: { hostId: string; establishedTunnels: number }[] = [];
+    for (let i = 0; i < 60 && !servers.some((s) => s.establishedTunnels >= 1); i++) {
+      await new Promise((r) => setTimeout(r, 1000));
+      const live = postern(['stats', 'report', '--data', data, '--date', 'today', '--format', 'json']);
+      if (live.status === 0) servers = (JSON.parse(live.stdout) as { servers: typeof servers }).servers;
+    }
+    assert.deepEqual(
+      servers.map((s) => [s.hostId, s.establishedTunnels]),
+      [['local-1', 1]],
+    );
+
     const client = JSON.parse(readFileSync(join(data, 'client.json'), 'utf8')) as {
       RemoteServerListURLs: { URL: string }[];
       RemoteServerListSignaturePublicKey: string;

@@ -12,6 +12,7 @@ import {
   type ReportQuery,
   type RetentionSummary,
   type RollupSummary,
+  type ServerLoadRow,
   type StatsStore,
 } from '../../src/stats/store.ts';
 
@@ -208,6 +209,22 @@ export class MemoryStatsStore implements StatsStore {
   async failures(q: ReportQuery): Promise<FailureRollupRow[]> {
     this.check();
     return this.failureRows.filter((r) => inRange(q, r.date, r.sponsorId));
+  }
+
+  async serverLoad(): Promise<ServerLoadRow[]> {
+    this.check();
+    const latest = new Map<string, ServerLoadRow>();
+    for (const e of this.raw) {
+      if (e.event_name !== 'server_load') continue;
+      latest.set(e.host_id, {
+        hostId: e.host_id,
+        hour: e.timestamp,
+        establishedTunnels: e.established_tunnels,
+        openPortForwards: e.open_port_forwards,
+        rssBytes: e.rss_bytes,
+      });
+    }
+    return [...latest.values()].sort((a, b) => (a.hostId < b.hostId ? -1 : 1));
   }
 
   async close(): Promise<void> {}

@@ -155,6 +155,34 @@ describe('duration buckets', () => {
 
 for (const backend of DATABASE_BACKENDS) {
   describe(`SQL stats store on ${backend.name}`, { skip: backend.skip }, () => {
+    it("keeps each server's latest load report, not the history", () =>
+      withTestDatabase(backend, async (tdb) => {
+        const store = await open(tdb);
+        const load = (host: string, tunnels: number) => ({
+          ...serverLoad(DAY),
+          host_id: host,
+          established_tunnels: tunnels,
+        });
+        const first = batchOf([load('host-1', 3), load('host-1', 5)], 0, undefined, 'host-1');
+        assert.equal((await store.ingest(first)).status, 'ingested');
+        assert.equal(
+          (await store.ingest(batchOf([load('host-2', 1)], 0, undefined, 'host-2'))).status,
+          'ingested',
+        );
+        assert.equal(
+          (await store.ingest(batchOf([load('host-1', 2)], first.endOffset, undefined, 'host-1'))).status,
+          'ingested',
+        );
+        assert.deepEqual(
+          (await store.serverLoad()).map((r) => [r.hostId, r.establishedTunnels, r.hour]),
+          [
+            ['host-1', 2, `${DAY}T10:00:00Z`],
+            ['host-2', 1, `${DAY}T10:00:00Z`],
+          ],
+        );
+        await store.close();
+      }));
+
     it('takes each batch exactly once through duplicates, gaps and overlaps', () =>
       withTestDatabase(backend, async (tdb) => {
         const store = await open(tdb);
