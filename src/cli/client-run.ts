@@ -33,6 +33,8 @@ export interface ClientRunOptions {
   protocols?: string[];
   data: string;
   json?: boolean;
+  /** Milliseconds between status requests (bytes per domain), instead of Psiphon's 5 to 10 minutes */
+  statusPeriodMs?: number;
 }
 
 const UNITS = ['B', 'KB', 'MB', 'GB', 'TB'] as const;
@@ -128,6 +130,9 @@ export async function startClient(o: ClientRunOptions): Promise<RunningClient> {
     dataDir: resolve(o.data),
     logger: log,
     statusReporter: transferStats,
+    ...(o.statusPeriodMs
+      ? { timing: { statusPeriodMinMs: o.statusPeriodMs, statusPeriodMaxMs: o.statusPeriodMs } }
+      : {}),
   });
   controller.on('handshake', (result) => transferStats.setRegexes(result.domainRegexes));
   const dialer = countingDialer(controller, transferStats);

@@ -90,17 +90,26 @@ test('postern up: curl through SOCKS5 and HTTP proxies fetches 100 MB intact; th
     ]);
     assert.equal(named.code, 0);
 
-    // While it runs, the report shows the open tunnel from the server's load reports (every 10 s under up).
-    let servers: { hostId: string; establishedTunnels: number }[] = [];
-    for (let i = 0; i < 60 && !servers.some((s) => s.establishedTunnels >= 1); i++) {
+    // While it runs, the report shows the open tunnel (from the server's load reports) and the bytes for
+    // "localhost" (from the client's status requests, every 10 s under up).
+    type Live = {
+      servers: { hostId: string; establishedTunnels: number }[];
+      domains: { domain: string; region: string; bytes: number }[];
+    };
+    let live: Live = { servers: [], domains: [] };
+    const ready = () =>
+      live.servers.some((s) => s.establishedTunnels >= 1) &&
+      live.domains.some((d) => d.domain === 'localhost' && d.region === 'None' && d.bytes >= 1024 * 1024);
+    for (let i = 0; i < 90 && !ready(); i++) {
       await new Promise((r) => setTimeout(r, 1000));
-      const live = postern(['stats', 'report', '--data', data, '--date', 'today', '--format', 'json']);
-      if (live.status === 0) servers = (JSON.parse(live.stdout) as { servers: typeof servers }).servers;
+      const r = postern(['stats', 'report', '--data', data, '--date', 'today', '--format', 'json']);
+      if (r.status === 0) live = JSON.parse(r.stdout) as Live;
     }
     assert.deepEqual(
-      servers.map((s) => [s.hostId, s.establishedTunnels]),
+      live.servers.map((s) => [s.hostId, s.establishedTunnels]),
       [['local-1', 1]],
     );
+    assert.ok(ready(), JSON.stringify(live.domains));
 
     const client = JSON.parse(readFileSync(join(data, 'client.json'), 'utf8')) as {
       RemoteServerListURLs: { URL: string }[];
