@@ -241,6 +241,9 @@ export interface BenchSetup {
 }
 
 /** The three things every tunnel benchmark compares: an origin, Postern over OSSH, and OpenSSH's `ssh -D`. */
+/** Extra Node flags for the Postern client and server processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
+const POSTERN_NODE_FLAGS = (process.env['POSTERN_BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean);
+
 export async function startBenchSetup(): Promise<BenchSetup> {
   const dir = tempDir();
   const origin = startProcess(process.execPath, [
@@ -252,6 +255,7 @@ export async function startBenchSetup(): Promise<BenchSetup> {
   const originPort = Number(/origin port (\d+)/.exec(origin.output())?.[1]);
   const { serverConfig, clientConfig } = await makeLocalNetwork(dir);
   const server = startProcess(process.execPath, [
+    ...POSTERN_NODE_FLAGS,
     POSTERN_BIN,
     'server',
     'run',
@@ -263,6 +267,7 @@ export async function startBenchSetup(): Promise<BenchSetup> {
   await waitForOutput(server, /running/);
   const socksPort = await freePort();
   const client = startProcess(process.execPath, [
+    ...POSTERN_NODE_FLAGS,
     POSTERN_BIN,
     'client',
     'run',
