@@ -921,12 +921,31 @@ export const OTHER_HOST_STATS_NAME = '(OTHER)';
  * Compiles domain regexes, skipping (as the reference client does) empty ones and those that do not compile.
  * Go's `(?P<name>` group syntax is accepted.
  */
+/**
+ * A Go (RE2) pattern as a JavaScript RegExp source and flags: named groups `(?P<name>` become `(?<name>`, and
+ * leading inline flags such as `(?i)` (which sponsors' regexes use for case-insensitive names) become
+ * RegExp flags. Undefined for what JavaScript cannot express the same way (e.g. `U`, ungreedy).
+ */
+export function goRegexToJs(pattern: string): { source: string; flags: string } | undefined {
+  let source = pattern.replaceAll('(?P<', '(?<');
+  let flags = '';
+  const m = /^\(\?([imsU]+)\)/.exec(source);
+  if (m) {
+    if (m[1]!.includes('U')) return undefined;
+    flags = [...new Set(m[1]!)].join('');
+    source = source.slice(m[0].length);
+  }
+  return { source, flags };
+}
+
 export function compileDomainRegexes(regexes: readonly DomainRegex[]): CompiledDomainRegex[] {
   const out: CompiledDomainRegex[] = [];
   for (const r of regexes.slice(0, MAX_DOMAIN_REGEXES)) {
     if (r.regex === '' || r.replace === '') continue;
+    const js = goRegexToJs(r.regex);
+    if (!js) continue;
     try {
-      out.push({ regex: new RegExp(r.regex.replaceAll('(?P<', '(?<'), 'gu'), replace: r.replace });
+      out.push({ regex: new RegExp(js.source, `gu${js.flags}`), replace: r.replace });
     } catch {
       continue;
     }

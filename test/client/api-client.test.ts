@@ -240,3 +240,13 @@ test('hosts are named for stats the way the reference client names them', () => 
   assert.equal(statsNameForHost('example.org', regexes), '(OTHER)');
   assert.equal(statsNameForHost('anything', []), '(OTHER)');
 });
+
+test("Go's leading inline flags work as a sponsor's regexes use them; what JavaScript cannot match alike is skipped", () => {
+  const regexes = compileDomainRegexes([
+    { regex: '(?i)^(?:.*\\.)?(youtube\\.com)$', replace: 'youtube.com' },
+    { regex: '(?U)^a+', replace: 'ungreedy' },
+  ]);
+  assert.equal(regexes.length, 1, 'the ungreedy one is skipped');
+  assert.equal(statsNameForHost('WWW.YouTube.com', regexes), 'youtube.com');
+  assert.equal(statsNameForHost('youtube.org', regexes), '(OTHER)');
+});
