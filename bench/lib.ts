@@ -240,10 +240,10 @@ export interface BenchSetup {
   stop(): Promise<void>;
 }
 
-/** The three things every tunnel benchmark compares: an origin, Postern over OSSH, and OpenSSH's `ssh -D`. */
 /** Extra Node flags for the Postern client and server processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof". */
 const POSTERN_NODE_FLAGS = (process.env['POSTERN_BENCH_NODE_FLAGS'] ?? '').split(' ').filter(Boolean);
 
+/** The three things every tunnel benchmark compares: an origin, Postern over OSSH, and OpenSSH's `ssh -D`. */
 export async function startBenchSetup(): Promise<BenchSetup> {
   const dir = tempDir();
   const origin = startProcess(process.execPath, [
