@@ -2,7 +2,14 @@
 // may have no `openssl`. We write the few DER structures a minimal v3 certificate needs (ECDSA P-256, SHA-256,
 // subject = issuer = one CN, validity, subjectAltName, basicConstraints, keyUsage, extKeyUsage) and sign them
 // with node:crypto. Peers pin the certificate itself (its PEM as `ca`, or its SHA-256 fingerprint).
-import { createHash, generateKeyPairSync, randomBytes, sign, X509Certificate } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  generateKeyPairSync,
+  randomBytes,
+  sign,
+  X509Certificate,
+} from 'node:crypto';
 import { isIP } from 'node:net';
 import { PosternError } from './errors.ts';
 
@@ -167,8 +174,14 @@ export function createSelfSignedIdentity(opts: SelfSignedCertOptions): SelfSigne
   const notBefore = new Date(nowS - NOT_BEFORE_SKEW_MS);
   const notAfter = new Date(nowS + days * DAY_MS);
 
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const spki = publicKey.export({ type: 'spki', format: 'der' });
+  // Encoded by the generation itself: exporting a freshly generated KeyObject can deadlock Node 20's GC.
+  const pair = generateKeyPairSync('ec', {
+    namedCurve: 'P-256',
+    publicKeyEncoding: { type: 'spki', format: 'der' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'der' },
+  });
+  const spki = pair.publicKey;
+  const privateKey = createPrivateKey({ key: pair.privateKey, format: 'der', type: 'pkcs8' });
   // The SPKI ends in the BIT STRING of the 65-byte uncompressed point: its SHA-1 is the usual key identifier.
   const keyId = createHash('sha1')
     .update(spki.subarray(spki.length - 65))

@@ -41,12 +41,29 @@ function b64url(b: Uint8Array): string {
   return Buffer.from(b).toString('base64url');
 }
 
+/**
+ * Node 20 can deadlock when a key made by generateKeyPairSync is exported while the garbage collector frees the
+ * generation job (the job's destructor takes the lock the export holds). Asking the generation itself for the
+ * encoded keys never exports a KeyObject of that job, so key generation here always goes this way.
+ */
+export function generateEncodedKeyPair(
+  type: 'ed25519' | 'x25519' | 'ec' | 'rsa',
+  options: { namedCurve?: string; modulusLength?: number; publicExponent?: number } = {},
+  privateType: 'pkcs8' | 'pkcs1' = 'pkcs8',
+): { publicKeyDer: Buffer; privateKeyDer: Buffer } {
+  const pair = generateKeyPairSync(type as 'ed25519', {
+    ...options,
+    publicKeyEncoding: { type: 'spki', format: 'der' },
+    privateKeyEncoding: { type: privateType as 'pkcs8', format: 'der' },
+  });
+  return { publicKeyDer: pair.publicKey, privateKeyDer: pair.privateKey };
+}
+
 export function generateEd25519KeyPair(): Ed25519KeyPair {
-  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-  const jwk = privateKey.export({ format: 'jwk' });
-  const seed = Buffer.from(jwk.d as string, 'base64url');
-  const pub = Buffer.from(jwk.x as string, 'base64url');
-  void publicKey;
+  const { publicKeyDer, privateKeyDer } = generateEncodedKeyPair('ed25519');
+  // Both encodings end in the raw 32 bytes: the SPKI in the public key, the PKCS#8 in the seed.
+  const pub = publicKeyDer.subarray(publicKeyDer.length - 32);
+  const seed = privateKeyDer.subarray(privateKeyDer.length - 32);
   return { publicKey: pub.toString('base64'), privateKey: Buffer.concat([seed, pub]).toString('base64') };
 }
 
@@ -82,14 +99,12 @@ export function ed25519Verify(publicKeyB64: string, message: Uint8Array, signatu
 }
 
 export function generateRsaKeyPair(bits = 2048): RsaKeyPair {
-  const { publicKey, privateKey } = generateKeyPairSync('rsa', {
-    modulusLength: bits,
-    publicExponent: 0x10001,
-  });
-  return {
-    publicKey: publicKey.export({ type: 'spki', format: 'der' }).toString('base64'),
-    privateKey: privateKey.export({ type: 'pkcs1', format: 'der' }).toString('base64'),
-  };
+  const { publicKeyDer, privateKeyDer } = generateEncodedKeyPair(
+    'rsa',
+    { modulusLength: bits, publicExponent: 0x10001 },
+    'pkcs1',
+  );
+  return { publicKey: publicKeyDer.toString('base64'), privateKey: privateKeyDer.toString('base64') };
 }
 
 export function rsaPublicKeyObject(publicKeyB64: string): KeyObject {
@@ -117,10 +132,17 @@ export function rsaPrivateKeyObject(privateKeyB64: string): KeyObject {
 
 /** A new RSA SSH host key as psiphond makes one: PEM PKCS#1 private key and the SSH wire blob of its public half. */
 export function generateSshHostKey(bits = 2048): { privateKeyPem: string; publicKeyBlobB64: string } {
-  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: bits, publicExponent: 0x10001 });
+  const { publicKeyDer, privateKeyDer } = generateEncodedKeyPair(
+    'rsa',
+    { modulusLength: bits, publicExponent: 0x10001 },
+    'pkcs1',
+  );
+  // Keys imported from their encodings are not tied to a generation job (see generateEncodedKeyPair).
+  const privateKey = createPrivateKey({ key: privateKeyDer, format: 'der', type: 'pkcs1' });
+  const publicKey = createPublicKey({ key: publicKeyDer, format: 'der', type: 'spki' });
   return {
     privateKeyPem: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
-    publicKeyBlobB64: sshRsaPublicKeyBlob(createPublicKey(privateKey)).toString('base64'),
+    publicKeyBlobB64: sshRsaPublicKeyBlob(publicKey).toString('base64'),
   };
 }
 

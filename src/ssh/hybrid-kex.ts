@@ -15,7 +15,8 @@
 // KEXINIT for the exchange hash and the hybrid's methods: Q_C = ML-KEM-768 encapsulation key || X25519 key,
 // Q_S = ML-KEM ciphertext || X25519 key, K = SHA-256(ML-KEM secret || X25519 secret) encoded as a string.
 
-import { createHash, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
+import { generateEncodedKeyPair } from '../protocol/keys.ts';
 import { ml_kem768 } from '@noble/post-quantum/ml-kem.js';
 import type Protocol from 'ssh2/lib/protocol/Protocol.js';
 import { describeError } from '../common/errors.ts';
@@ -39,8 +40,16 @@ function x25519PublicFromRaw(raw: Buffer): KeyObject {
   return createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
 }
 
-function x25519RawPublic(key: KeyObject): Buffer {
-  return key.export({ format: 'der', type: 'spki' }).subarray(X25519_SPKI_PREFIX.length);
+/**
+ * A fresh X25519 pair: the private key imported from its encoding, so that no KeyObject of a generation job is
+ * ever exported (see generateEncodedKeyPair), and the raw public value from the SPKI encoding.
+ */
+function x25519KeyPair(): { privateKey: KeyObject; rawPublic: Buffer } {
+  const { publicKeyDer, privateKeyDer } = generateEncodedKeyPair('x25519');
+  return {
+    privateKey: createPrivateKey({ key: privateKeyDer, format: 'der', type: 'pkcs8' }),
+    rawPublic: publicKeyDer.subarray(X25519_SPKI_PREFIX.length),
+  };
 }
 
 function sharedKey(pqSecret: Uint8Array, classicalSecret: Buffer): Buffer {
@@ -66,12 +75,12 @@ export class HybridServerExchange {
       const { cipherText, sharedSecret } = ml_kem768.encapsulate(
         clientValue.subarray(0, MLKEM768_ENCAPSULATION_KEY_LENGTH),
       );
-      const ours = generateKeyPairSync('x25519');
+      const ours = x25519KeyPair();
       const classical = diffieHellman({
         privateKey: ours.privateKey,
         publicKey: x25519PublicFromRaw(clientValue.subarray(MLKEM768_ENCAPSULATION_KEY_LENGTH)),
       });
-      this.reply = Buffer.concat([cipherText, x25519RawPublic(ours.publicKey)]);
+      this.reply = Buffer.concat([cipherText, ours.rawPublic]);
       return sharedKey(sharedSecret, classical);
     } catch (err) {
       return new Error(`hybrid key exchange failed: ${describeError(err)}`);
@@ -81,11 +90,11 @@ export class HybridServerExchange {
 
 export class HybridClientExchange {
   private readonly kem = ml_kem768.keygen();
-  private readonly x25519 = generateKeyPairSync('x25519');
+  private readonly x25519 = x25519KeyPair();
 
   /** Q_C. */
   publicValue(): Buffer {
-    return Buffer.concat([this.kem.publicKey, x25519RawPublic(this.x25519.publicKey)]);
+    return Buffer.concat([this.kem.publicKey, this.x25519.rawPublic]);
   }
 
   computeSecret(serverValue: Buffer): Buffer | Error {
