@@ -1,4 +1,5 @@
 // `postern backoffice ...`: set up and run the back office service (statistics ingest and reports over HTTPS).
+import { tuneForLongRunning } from '../common/tiering.ts';
 import { existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
@@ -131,6 +132,7 @@ export function backofficeCommand(): Command {
     .option('--listen <HOST:PORT>', 'address to serve on (overrides the config)')
     .option('--data <DIR>', 'data folder (overrides the config)')
     .action(async (o: { config: string; listen?: string; data?: string }) => {
+      tuneForLongRunning();
       const listen = o.listen ? parseHostPort(o.listen, '--listen') : undefined;
       const clock = new RealClock();
       const log = createLogger({ name: 'backoffice' });

@@ -1,4 +1,5 @@
 // `postern client ...`: make a client's configuration.
+import { tuneForLongRunning } from '../common/tiering.ts';
 import { Command } from 'commander';
 import { writeJsonAtomic } from '../common/files.ts';
 import { openNetwork, makeClientConfig } from '../ops/index.ts';
@@ -63,6 +64,9 @@ export function clientCommand(): Command {
     .option('--protocols <P,...>', 'use only these tunnel protocols (e.g. OSSH,SSH)', commaList)
     .option('--data <DIR>', 'where the client keeps its server list', DEFAULT_CLIENT_DATA_DIR)
     .option('--json', 'print state changes as JSON lines')
-    .action((o: ClientRunOptions) => runClient(o));
+    .action((o: ClientRunOptions) => {
+      tuneForLongRunning();
+      return runClient(o);
+    });
   return cmd;
 }

@@ -1,4 +1,5 @@
 // `postern server ...`: generate a server's config and signed entry.
+import { tuneForLongRunning } from '../common/tiering.ts';
 import { Command } from 'commander';
 import { RealClock } from '../common/clock.ts';
 import { createLogger } from '../common/logger.ts';
@@ -99,6 +100,7 @@ export function serverCommand(): Command {
       [],
     )
     .action(async (o: { config: string; allowDestination: string[] }) => {
+      tuneForLongRunning();
       const log = createLogger({ name: 'server' });
       const running = await runServer({
         configFile: o.config,

@@ -1,6 +1,7 @@
 // `postern stats ...`: the statistics side of a tunnel server. `stats ship` runs the shipper as its own process
 // (the spool's events go to the back office named in server.json); `server run` runs the same shipper in
 // process through startServerShipper.
+import { tuneForLongRunning } from '../common/tiering.ts';
 import { dirname, resolve } from 'node:path';
 import { Command } from 'commander';
 import { RealClock, type Clock } from '../common/clock.ts';
@@ -55,6 +56,7 @@ export function statsCommand(): Command {
     )
     .option('--json', 'with --once, print the result as JSON')
     .action(async (o: { config: string; once?: boolean; json?: boolean }) => {
+      if (!o.once) tuneForLongRunning();
       const clock = new RealClock();
       const log = createLogger({ name: 'stats-ship' });
       const configFile = resolve(o.config);

@@ -2,6 +2,7 @@
 // folder (network keys, a sponsor, a loopback server, the back office's TLS identity, a published list, a client
 // config); every run then starts the back office (statistics on SQLite), the tunnel server with its stats
 // shipper, serves the signed list, and runs the client with its SOCKS5 and HTTP proxies.
+import { tuneForLongRunning } from '../common/tiering.ts';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
@@ -187,6 +188,7 @@ export function upCommand(): Command {
     )
     .option('--json', 'client state lines as JSON')
     .action(async (o: UpOptions) => {
+      tuneForLongRunning();
       const log = createLogger({ name: 'up' });
       const clock = new RealClock();
       const dataDir = resolve(o.data);
