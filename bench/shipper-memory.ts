@@ -12,7 +12,8 @@ import { initNetwork, generateServer } from '../src/ops/index.ts';
 import { runBackoffice, certificateNames, ensureTlsIdentity } from '../src/backoffice/index.ts';
 import { openStatsStore } from '../src/stats/sql-stats-store.ts';
 import { spoolFileName } from '../src/server/event-spool.ts';
-import { EVENT_SCHEMA_VERSION, hourOf } from '../src/stats/events.ts';
+import { hourOf } from '../src/stats/events.ts';
+import { numberedTunnelEvent } from '../test/helpers/numbered-event.ts';
 import { POSTERN_BIN, tempDir, fmt } from './lib.ts';
 
 const { values } = parseArgs({
@@ -56,33 +57,7 @@ function writeSpool(dir: string, mb: number, hostId: string): number {
     text = '';
   };
   while ((file * FILE_BYTES + text.length) / 1024 / 1024 < mb) {
-    text +=
-      JSON.stringify({
-        event_name: 'server_tunnel',
-        schema_version: EVENT_SCHEMA_VERSION,
-        timestamp,
-        host_id: hostId,
-        sponsor_id: 'AAAA',
-        propagation_channel_id: 'BBBB',
-        client_version: '1',
-        client_platform: 'Android',
-        relay_protocol: 'OSSH',
-        client_region: 'None',
-        client_city: 'None',
-        client_isp: 'None',
-        client_asn: 'None',
-        client_aso: 'None',
-        session_id: null,
-        handshake_completed: true,
-        start_time: timestamp,
-        duration_ms: events % 100_000,
-        bytes_up_tcp: events,
-        bytes_down_tcp: 0,
-        bytes: events,
-        port_forwards: 1,
-        port_forwards_refused: 0,
-        peak_concurrent_port_forwards: 1,
-      }) + '\n';
+    text += JSON.stringify(numberedTunnelEvent(events, hostId, timestamp, events % 100_000)) + '\n';
     events++;
     if (text.length >= FILE_BYTES) flush();
   }

@@ -3,6 +3,7 @@
 // config); every run then starts the back office (statistics on SQLite), the tunnel server with its stats
 // shipper, serves the signed list, and runs the client with its SOCKS5 and HTTP proxies.
 import { tuneForLongRunning } from '../common/tiering.ts';
+import { DEFAULT_DATA_DIR } from './defaults.ts';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Command } from 'commander';
@@ -38,7 +39,7 @@ import {
   SERVER_CONFIG_FILE,
 } from '../ops/index.ts';
 
-export const DEFAULT_DATA_DIR = 'postern-data';
+export { DEFAULT_DATA_DIR };
 export const LOCAL_SPONSOR_ID = '0000000000000001';
 export const LOCAL_SERVER_REGION = 'XX';
 export const DEFAULT_BACKOFFICE_ADDRESS = '127.0.0.1:8443';

@@ -2,6 +2,7 @@
 // concept is the same (ServerIPAddress, TunnelProtocolPorts, SSHPrivateKey, ...), so operators of either
 // recognise them; Postern's additions are marked below. The file holds private keys: it is written 0600.
 import { z } from 'zod';
+import { loadConfig } from '../common/config.ts';
 
 const Port = z.number().int().min(1).max(65535);
 
@@ -46,3 +47,8 @@ export const ServerConfigSchema = z.object({
 });
 
 export type ServerConfig = z.infer<typeof ServerConfigSchema>;
+
+/** Reads a server config file (POSTERN_SERVER_* environment variables and `flags` override its fields). */
+export function loadServerConfig(file: string, flags: Record<string, unknown> = {}): ServerConfig {
+  return loadConfig(ServerConfigSchema, { file, envPrefix: 'POSTERN_SERVER', flags });
+}

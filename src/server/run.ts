@@ -2,8 +2,7 @@
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
-import { loadConfig } from '../common/config.ts';
-import { ServerConfigSchema, type ServerConfig } from '../protocol/server-config.ts';
+import { loadServerConfig, type ServerConfig } from '../protocol/server-config.ts';
 import { openGeoIp } from './geoip.ts';
 import { EventSpoolWriter, type SpoolEvent } from './event-spool.ts';
 import { TunnelServer } from './tunnel-server.ts';
@@ -15,9 +14,7 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export function loadServerConfig(file: string, flags: Record<string, unknown> = {}): ServerConfig {
-  return loadConfig(ServerConfigSchema, { file, envPrefix: 'POSTERN_SERVER', flags });
-}
+export { loadServerConfig };
 
 /** Something that runs beside the server while it runs (the stats shipper); layers above server/ supply it. */
 export type ServerSidecar = (config: ServerConfig, configDir: string) => { stop(): Promise<void> } | null;

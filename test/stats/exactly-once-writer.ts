@@ -5,7 +5,8 @@
 import { readFileSync } from 'node:fs';
 import { EventSpoolWriter, type SpoolEvent } from '../../src/server/event-spool.ts';
 import { isPosternError } from '../../src/common/errors.ts';
-import { EVENT_SCHEMA_VERSION, hourOf } from '../../src/stats/events.ts';
+import { hourOf } from '../../src/stats/events.ts';
+import { numberedTunnelEvent } from '../helpers/numbered-event.ts';
 
 const [dir, rangesFile, hostId] = process.argv.slice(2);
 if (!dir || !rangesFile || !hostId) throw new Error('usage: exactly-once-writer.ts DIR RANGES_FILE HOST');
@@ -18,32 +19,7 @@ const IN_FLIGHT = 4096;
 
 const timestamp = hourOf(new Date());
 function event(seq: number): SpoolEvent {
-  return {
-    event_name: 'server_tunnel',
-    schema_version: EVENT_SCHEMA_VERSION,
-    timestamp,
-    host_id: hostId!,
-    sponsor_id: 'AAAA',
-    propagation_channel_id: 'BBBB',
-    client_version: '1',
-    client_platform: 'Android',
-    relay_protocol: 'OSSH',
-    client_region: 'None',
-    client_city: 'None',
-    client_isp: 'None',
-    client_asn: 'None',
-    client_aso: 'None',
-    session_id: null,
-    handshake_completed: true,
-    start_time: timestamp,
-    duration_ms: seq % 1000,
-    bytes_up_tcp: seq,
-    bytes_down_tcp: 0,
-    bytes: seq,
-    port_forwards: 1,
-    port_forwards_refused: 0,
-    peak_concurrent_port_forwards: 1,
-  };
+  return numberedTunnelEvent(seq, hostId!, timestamp, seq % 1000);
 }
 
 const spool = await EventSpoolWriter.open({
