@@ -29,10 +29,7 @@ async function openStatsStore(
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DAY_MS = 86_400_000;
 
-interface ReportOptions {
-  config?: string;
-  data: string;
-  database?: string;
+interface ReportOptions extends StoreLocation {
   date?: string;
   from?: string;
   to?: string;
@@ -64,17 +61,25 @@ export function formatTable(columns: readonly string[], rows: readonly object[])
   return [line(columns), ...cells.map(line)].join('\n').replace(/ +$/gm, '') + '\n';
 }
 
-function upConfig(o: ReportOptions): string {
+/** Where a stats command finds the statistics database. */
+export interface StoreLocation {
+  config?: string;
+  data: string;
+  database?: string;
+}
+
+function upConfig(o: StoreLocation): string {
   return join(resolve(o.data), 'backoffice', BACKOFFICE_CONFIG_FILE);
 }
 
-function findConfig(o: ReportOptions): string | undefined {
+function findConfig(o: StoreLocation): string | undefined {
   if (o.config) return resolve(o.config);
   const file = upConfig(o);
   return existsSync(file) ? file : undefined;
 }
 
-async function openStore(o: ReportOptions, clock: RealClock): Promise<StatsStore> {
+/** Opens the statistics store named by --database, --config or the `postern up` data folder. */
+export async function openStore(o: StoreLocation, clock: RealClock): Promise<StatsStore> {
   if (o.database) return openStatsStore(o.database, { clock });
   const file = findConfig(o);
   if (!file) {
@@ -91,15 +96,23 @@ async function openStore(o: ReportOptions, clock: RealClock): Promise<StatsStore
   return openStatsStore(paths.statsDatabase, { clock, retentionDays: config.RetentionDays });
 }
 
-export function statsReportCommand(): Command {
-  return new Command('report')
-    .description('statistics by date, sponsor, region, platform and protocol (rolls up pending days first)')
+/** The options that say where the statistics database is (see StoreLocation). */
+export function withStoreOptions(cmd: Command): Command {
+  return cmd
     .option(
       '--config <FILE>',
       `the back office's ${BACKOFFICE_CONFIG_FILE} (default: the one \`postern up\` made)`,
     )
     .option('--data <DIR>', 'the data folder of `postern up`', DEFAULT_DATA_DIR)
-    .option('--database <TARGET>', 'the statistics database instead: a SQLite file or a postgres:// URL')
+    .option('--database <TARGET>', 'the statistics database instead: a SQLite file or a postgres:// URL');
+}
+
+export function statsReportCommand(): Command {
+  return withStoreOptions(
+    new Command('report').description(
+      'statistics by date, sponsor, region, platform and protocol (rolls up pending days first)',
+    ),
+  )
     .option('--date <DATE>', 'one day: today, yesterday or YYYY-MM-DD (UTC)')
     .option('--from <DATE>', 'first day of a range')
     .option('--to <DATE>', 'last day of a range')

@@ -12,6 +12,7 @@ import { shipperForServer } from '../stats/shipper-config.ts';
 import type { StatsShipper } from '../stats/shipper.ts';
 import { printResult } from './output.ts';
 import { statsReportCommand } from './stats-report.ts';
+import { statsPurgeCommand } from './stats-purge.ts';
 
 /**
  * Starts the shipper beside a running server when its config names a back office (else null). Stopping it
@@ -45,6 +46,7 @@ export function startServerShipper(
 export function statsCommand(): Command {
   const cmd = new Command('stats').description('usage statistics');
   cmd.addCommand(statsReportCommand());
+  cmd.addCommand(statsPurgeCommand());
   cmd
     .command('ship')
     .description("send a tunnel server's event spool to the back office named in its config; Ctrl-C stops it")

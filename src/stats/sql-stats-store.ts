@@ -28,6 +28,7 @@ import {
   type DomainRollupRow,
   type FailureRollupRow,
   type ReportQuery,
+  type PurgeSummary,
   type RetentionSummary,
   type RollupSummary,
   type ServerLoadRow,
@@ -738,34 +739,60 @@ export class SqlStatsStore implements StatsStore {
     if (Number.isNaN(now.getTime())) throw new PosternError('BAD_ARGUMENT', 'invalid date');
     const cutoffDate = retentionCutoffDate(now, retentionDays);
     return this.db.transaction(async (tx) => {
-      // First the cutoff, which also locks out ingest until this commits: from then on, events of the deleted
-      // dates are expired at ingest, whatever retention the ingesting store is configured with.
-      await tx.run(
-        `UPDATE stats_retention SET cutoff_date = CASE WHEN cutoff_date < $1 THEN $1 ELSE cutoff_date END
-         WHERE id = 1`,
-        [cutoffDate],
-      );
+      await this.raiseCutoff(tx, cutoffDate);
       // Dates ingested but not rolled up since are rolled up before their raw rows go.
       const dirty = await tx.query(`SELECT date FROM stats_dirty_dates WHERE date < $1 ORDER BY date`, [
         cutoffDate,
       ]);
       for (const r of dirty) await this.rollupIn(tx, rowString(r, 'date'));
-      const deleted: Record<string, number> = {};
-      for (const name of STORED_EVENT_NAMES) deleted[name] = 0;
-      const counts = await tx.query(
-        `SELECT event_name, COUNT(*) AS n FROM stats_events WHERE date < $1 GROUP BY event_name`,
-        [cutoffDate],
-      );
-      for (const r of counts) deleted[rowString(r, 'event_name')] = rowInteger(r, 'n');
-      const domains = await tx.run(`DELETE FROM stats_domain_bytes WHERE date < $1`, [cutoffDate]);
-      deleted['domain_dest_bytes'] = domains.changes;
-      await tx.run(`DELETE FROM stats_events WHERE date < $1`, [cutoffDate]);
-      await tx.run(`DELETE FROM stats_dirty_dates WHERE date < $1`, [cutoffDate]);
-      // A file whose every event is now past the cutoff needs its cursor no more: if it were sent again, all of
-      // it would be expired at ingest, so forgetting the offset cannot make anything count twice.
-      await tx.run(`DELETE FROM stats_ingest_cursors WHERE last_event_date < $1`, [cutoffDate]);
-      return { deleted, cutoffDate };
+      return { deleted: await this.deleteRawBefore(tx, cutoffDate), cutoffDate };
     });
+  }
+
+  async purgeBefore(date: string): Promise<PurgeSummary> {
+    const cutoffDate = checkDate(date, 'date');
+    return this.db.transaction(async (tx) => {
+      await this.raiseCutoff(tx, cutoffDate);
+      const deleted = await this.deleteRawBefore(tx, cutoffDate);
+      const rollupsDeleted = {
+        daily: (await tx.run(`DELETE FROM stats_daily WHERE date < $1`, [cutoffDate])).changes,
+        domains: (await tx.run(`DELETE FROM stats_daily_domains WHERE date < $1`, [cutoffDate])).changes,
+        failures: (await tx.run(`DELETE FROM stats_daily_failures WHERE date < $1`, [cutoffDate])).changes,
+      };
+      return { deleted, cutoffDate, rollupsDeleted };
+    });
+  }
+
+  /**
+   * Moves the retention cutoff forward to `cutoffDate` (never back). It also locks out ingest until the
+   * transaction commits: from then on, events of earlier dates are expired at ingest, whatever retention the
+   * ingesting store is configured with.
+   */
+  private async raiseCutoff(tx: SqlExecutor, cutoffDate: string): Promise<void> {
+    await tx.run(
+      `UPDATE stats_retention SET cutoff_date = CASE WHEN cutoff_date < $1 THEN $1 ELSE cutoff_date END
+       WHERE id = 1`,
+      [cutoffDate],
+    );
+  }
+
+  /** Deletes the raw rows dated before `cutoffDate`; returns their counts by event kind. */
+  private async deleteRawBefore(tx: SqlExecutor, cutoffDate: string): Promise<Record<string, number>> {
+    const deleted: Record<string, number> = {};
+    for (const name of STORED_EVENT_NAMES) deleted[name] = 0;
+    const counts = await tx.query(
+      `SELECT event_name, COUNT(*) AS n FROM stats_events WHERE date < $1 GROUP BY event_name`,
+      [cutoffDate],
+    );
+    for (const r of counts) deleted[rowString(r, 'event_name')] = rowInteger(r, 'n');
+    const domains = await tx.run(`DELETE FROM stats_domain_bytes WHERE date < $1`, [cutoffDate]);
+    deleted['domain_dest_bytes'] = domains.changes;
+    await tx.run(`DELETE FROM stats_events WHERE date < $1`, [cutoffDate]);
+    await tx.run(`DELETE FROM stats_dirty_dates WHERE date < $1`, [cutoffDate]);
+    // A file whose every event is now past the cutoff needs its cursor no more: if it were sent again, all of
+    // it would be expired at ingest, so forgetting the offset cannot make anything count twice.
+    await tx.run(`DELETE FROM stats_ingest_cursors WHERE last_event_date < $1`, [cutoffDate]);
+    return deleted;
   }
 
   private range(q: ReportQuery): { where: string; params: string[] } {

@@ -75,6 +75,11 @@ export interface RetentionSummary {
   cutoffDate: string;
 }
 
+export interface PurgeSummary extends RetentionSummary {
+  /** Rollup rows deleted, by table: what reports showed for the purged dates */
+  rollupsDeleted: { daily: number; domains: number; failures: number };
+}
+
 export interface ReportQuery {
   /** Inclusive, YYYY-MM-DD */
   from: string;
@@ -94,6 +99,11 @@ export interface StatsStore {
   datesNeedingRollup(): Promise<string[]>;
   /** Deletes raw rows dated before `now - retentionDays` (rollups are kept). */
   deleteExpired(now: Date, retentionDays: number): Promise<RetentionSummary>;
+  /**
+   * Deletes everything dated before `date` (YYYY-MM-DD), rollups included: the operator's way to delete what
+   * retention keeps. Events of those dates that arrive later are expired at ingest.
+   */
+  purgeBefore(date: string): Promise<PurgeSummary>;
   daily(q: ReportQuery): Promise<DailyRollupRow[]>;
   domains(q: ReportQuery): Promise<DomainRollupRow[]>;
   failures(q: ReportQuery): Promise<FailureRollupRow[]>;

@@ -10,6 +10,7 @@ import {
   type DomainRollupRow,
   type FailureRollupRow,
   type ReportQuery,
+  type PurgeSummary,
   type RetentionSummary,
   type RollupSummary,
   type ServerLoadRow,
@@ -194,6 +195,35 @@ export class MemoryStatsStore implements StatsStore {
     });
     this.raw.splice(0, this.raw.length, ...kept);
     return { deleted, cutoffDate: cutoff };
+  }
+
+  async purgeBefore(date: string): Promise<PurgeSummary> {
+    this.check();
+    const deleted: Record<string, number> = {};
+    const kept = this.raw.filter((e) => {
+      if (dateOfHour(e.timestamp) >= date) return true;
+      deleted[e.event_name] = (deleted[e.event_name] ?? 0) + 1;
+      return false;
+    });
+    this.raw.splice(0, this.raw.length, ...kept);
+    const before = {
+      daily: this.dailyRows.length,
+      domains: this.domainRows.length,
+      failures: this.failureRows.length,
+    };
+    this.dailyRows = this.dailyRows.filter((r) => r.date >= date);
+    this.domainRows = this.domainRows.filter((r) => r.date >= date);
+    this.failureRows = this.failureRows.filter((r) => r.date >= date);
+    for (const d of [...this.dirty]) if (d < date) this.dirty.delete(d);
+    return {
+      deleted,
+      cutoffDate: date,
+      rollupsDeleted: {
+        daily: before.daily - this.dailyRows.length,
+        domains: before.domains - this.domainRows.length,
+        failures: before.failures - this.failureRows.length,
+      },
+    };
   }
 
   async daily(q: ReportQuery): Promise<DailyRollupRow[]> {

@@ -613,6 +613,48 @@ for (const backend of DATABASE_BACKENDS) {
         assert.equal(await sessionsOn(store, dayA), 3);
       }));
 
+    it('purges every row before a date, rollups included, and expires late events of those dates', () =>
+      withTestDatabase(backend, async (tdb) => {
+        const clock = new ManualClock(NOW);
+        const store = await open(tdb, clock);
+        const [d1, d2, d3] = [daysBefore(TODAY, 3), daysBefore(TODAY, 2), daysBefore(TODAY, 1)];
+        const eventsOf = (d: string) => [
+          tunnel(d),
+          uniqueUser(d),
+          failed(d),
+          domainBytes(d, 'example.com', 10),
+        ];
+        await store.ingest(batchOf([...eventsOf(d1), ...eventsOf(d2), ...eventsOf(d3)], 0));
+        for (const d of [d1, d2]) await store.rollup(d);
+        // d3 is left unrolled: purging before d3 must not touch it.
+
+        const summary = await store.purgeBefore(d3);
+        assert.equal(summary.cutoffDate, d3);
+        assert.equal(summary.deleted['server_tunnel'], 2);
+        assert.equal(summary.deleted['domain_dest_bytes'], 2);
+        assert.deepEqual(summary.rollupsDeleted, { daily: 2, domains: 2, failures: 2 });
+        for (const d of [d1, d2]) {
+          assert.deepEqual(await store.daily({ from: d, to: d }), [], d);
+          assert.deepEqual(await store.domains({ from: d, to: d }), [], d);
+          assert.deepEqual(await store.failures({ from: d, to: d }), [], d);
+          // Rolling a purged date up again finds nothing to bring back.
+          assert.equal((await store.rollup(d)).events, 0);
+          assert.deepEqual(await store.daily({ from: d, to: d }), [], d);
+        }
+        // A late event of a purged date is expired at ingest; the date after the cutoff is intact.
+        const late = await store.ingest(batchOf([tunnel(d1)], 0, 'events-0000000000009-0000000001.jsonl'));
+        assert.equal(late.status, 'ingested');
+        assert.equal(late.expired, 1);
+        assert.deepEqual(await store.datesNeedingRollup(), [d3]);
+        await store.rollup(d3);
+        assert.equal(await sessionsOn(store, d3), 1);
+        assert.equal((await store.domains({ from: d3, to: d3 }))[0]?.bytes, 10);
+        // Purging again is harmless, and a bad date is refused.
+        const again = await store.purgeBefore(d3);
+        assert.deepEqual(again.rollupsDeleted, { daily: 0, domains: 0, failures: 0 });
+        await assert.rejects(store.purgeBefore('2026-13-40'), /YYYY-MM-DD/);
+      }));
+
     it('reopens on the same database with its data and refuses a bad retention setting', () =>
       withTestDatabase(backend, async (tdb) => {
         const clock = new ManualClock(NOW);
