@@ -4,7 +4,7 @@
 //
 // Steady state is what is judged: a long-running client and server have their hot code optimised, while the
 // first requests of a fresh Node process run in V8's slower tiers (the long-running commands ask V8 to optimise
-// sooner, see common/tiering.ts, but it still takes about a thousand connections). So the first COUNT requests of
+// sooner, see common/tiering.ts, but it still takes a few hundred connections). So the first COUNT requests of
 // the fresh processes are measured and shown as the cold figure; then every path is warmed up, and direct and
 // Postern are measured in alternating rounds of COUNT requests so that drift on a shared machine hits both
 // alike. The median round is the result; every round is printed.
