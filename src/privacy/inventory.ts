@@ -175,6 +175,16 @@ const STATS_TABLES: readonly TableDeclaration[] = [
   },
   {
     service: 'stats',
+    table: 'stats_secrets',
+    purpose:
+      "Secrets of the statistics service: the key that keeps the sponsor view's noise the same each time.",
+    columns: {
+      name: statsBookkeeping('Which secret (sponsor-noise-key).'),
+      value: statsBookkeeping('The secret, 32 random bytes; about no user.'),
+    },
+  },
+  {
+    service: 'stats',
     table: 'stats_daily',
     purpose:
       'Daily usage totals by sponsor, country, platform and protocol: what reports and dashboards show.',

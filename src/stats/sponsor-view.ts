@@ -10,16 +10,20 @@
 // - Sessions get Laplace noise of scale SESSIONS_PER_USER_DAY_CAP/epsilon. This is DP only for people with at
 //   most that many sessions a day: nothing caps sessions upstream, so a heavier user is less protected.
 // - Noisy counts are rounded and clamped at 0 (post-processing: it does not weaken the guarantee).
-// - Each cell's two counts each spend epsilon: a person present in one cell of one day costs 2 x epsilon per
-//   report. Every call draws fresh noise, so publishing many reports of the same days lets a reader average
-//   the noise away; publish a report once (e.g. keep the exported file) rather than recomputing it on demand.
+// - Each cell's two counts each spend epsilon: a person present in one cell of one day costs 2 x epsilon.
+// - The noise is the same every time the same count is released: each draw comes from an HMAC of (sponsor,
+//   date, region, count, epsilon) under a secret the store keeps (StatsStore.sponsorNoiseKey). Were it drawn
+//   afresh per call, a job exporting "the last 30 days" every day would release each day 30 times with
+//   independent noise, and averaging those would take the noise away. The same count at a different epsilon
+//   is a new release with its own draw (correlated draws at two scales would give the true value away), so
+//   the budget adds up over the epsilons a day is released at: keep to one.
 // What is NOT differentially private:
 // - Suppression: a cell is shown or hidden on its exact unique-user count (this is what guarantees the k
 //   promise), so whether a cell appears reveals whether it had at least k users.
 // - Bytes (cell totals and domain bytes): one person's bytes are unbounded, so no finite noise calibrates them.
 //   With epsilon they are rounded to BYTES_ROUNDING_UNIT, which coarsens small volumes but proves nothing.
 // Without epsilon every value is exact (still only shown for cells of at least k users).
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { PosternError } from '../common/errors.ts';
 import { MAX_ID_LENGTH } from './events.ts';
 import { DEFAULT_SPONSOR_K, type StatsStore } from './store.ts';
@@ -48,7 +52,12 @@ export interface SponsorReportOptions {
   k?: number;
   /** Turns on Laplace noise with this privacy budget per count (see the module comment) */
   epsilon?: number;
-  /** Uniform in [0, 1); crypto randomness by default. Tests pass a seeded one. */
+  /**
+   * The secret behind consistent noise; by default the store's sponsorNoiseKey (when it has one). Without either,
+   * every call draws fresh noise.
+   */
+  noiseKey?: Uint8Array;
+  /** A uniform source in [0, 1) instead of the keyed draws: tests pass a seeded one. */
   random?: () => number;
 }
 
@@ -100,6 +109,21 @@ export function cryptoRandom(): number {
   return (high * 2 ** 32 + low) / 2 ** 53;
 }
 
+/**
+ * Uniform in (0, 1) determined by `key` and `parts`: 53 bits of HMAC-SHA-256 (the next 53 in the rare case
+ * they are all zero).
+ */
+export function keyedUniform(key: Uint8Array, parts: readonly string[]): number {
+  const mac = createHmac('sha256', key).update(JSON.stringify(parts)).digest();
+  for (let at = 0; at + 8 <= mac.length; at += 8) {
+    const high = mac.readUInt32BE(at) >>> 11; // 21 bits
+    const low = mac.readUInt32BE(at + 4); // 32 bits
+    const u = (high * 2 ** 32 + low) / 2 ** 53;
+    if (u > 0) return u;
+  }
+  return 0.5; // 256 zero bits: not going to happen, but never an infinite draw
+}
+
 /** One draw of Laplace(0, scale) by inverting its distribution function. */
 export function laplaceNoise(scale: number, random: () => number = cryptoRandom): number {
   let u = random();
@@ -146,11 +170,10 @@ const byDateRegion = (a: { date: string; region: string }, b: { date: string; re
 
 /** The sponsor's report for a date range: see the module comment for what it shows and hides. */
 export async function sponsorReport(
-  store: Pick<StatsStore, 'daily' | 'domains'>,
+  store: Pick<StatsStore, 'daily' | 'domains'> & Partial<Pick<StatsStore, 'sponsorNoiseKey'>>,
   opts: SponsorReportOptions,
 ): Promise<SponsorReport> {
   const { k, epsilon } = checkOptions(opts);
-  const random = opts.random ?? cryptoRandom;
   const q = { from: opts.from, to: opts.to, sponsorId: opts.sponsorId };
 
   // Sum over platforms and protocols: the sponsor sees only date x region.
@@ -197,9 +220,18 @@ export async function sponsorReport(
       sessionsPerUserDayCap: SESSIONS_PER_USER_DAY_CAP,
       bytesUnit: BYTES_ROUNDING_UNIT,
     };
+    const key = opts.random !== undefined ? undefined : (opts.noiseKey ?? (await store.sponsorNoiseKey?.()));
+    const draw = (c: SponsorCell, count: string): (() => number) => {
+      if (opts.random !== undefined) return opts.random;
+      if (key === undefined) return cryptoRandom;
+      const u = keyedUniform(key, [opts.sponsorId, c.date, c.region, count, String(epsilon)]);
+      return () => u;
+    };
     for (const c of outCells) {
-      c.uniqueUsers = Math.max(0, Math.round(c.uniqueUsers + laplaceNoise(noise.uniqueUsersScale, random)));
-      c.sessions = Math.max(0, Math.round(c.sessions + laplaceNoise(noise.sessionsScale, random)));
+      const users = laplaceNoise(noise.uniqueUsersScale, draw(c, 'uniqueUsers'));
+      const sessions = laplaceNoise(noise.sessionsScale, draw(c, 'sessions'));
+      c.uniqueUsers = Math.max(0, Math.round(c.uniqueUsers + users));
+      c.sessions = Math.max(0, Math.round(c.sessions + sessions));
       c.bytes = roundTo(c.bytes, BYTES_ROUNDING_UNIT);
     }
     for (const d of outDomains) d.bytes = roundTo(d.bytes, BYTES_ROUNDING_UNIT);

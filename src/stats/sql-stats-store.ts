@@ -14,6 +14,7 @@
 // is never rolled up again from what is left (nothing, or late events), since that would erase its rollups:
 // the store keeps the highest cutoff applied and treats older events as expired at ingest. For the same reason
 // a file's cursor can go once the file's latest event is past the cutoff: a re-sent batch of it is all expired.
+import { randomBytes } from 'node:crypto';
 import { PosternError } from '../common/errors.ts';
 import { RealClock, type Clock } from '../common/clock.ts';
 import { migrate, type Migration } from '../store/migrations.ts';
@@ -179,7 +180,19 @@ export const STATS_MIGRATIONS: readonly Migration[] = [
       rss_bytes BIGINT NOT NULL CHECK (rss_bytes >= 0)
     )`,
   },
+  {
+    version: 3,
+    description: 'secrets of the statistics service (the sponsor view noise key)',
+    up: `CREATE TABLE stats_secrets (
+      name TEXT PRIMARY KEY,
+      value TEXT NOT NULL
+    )`,
+  },
 ];
+
+/** The stats_secrets row of the sponsor view's noise key: 32 random bytes, hex. */
+const SPONSOR_NOISE_KEY = 'sponsor-noise-key';
+const SPONSOR_NOISE_KEY_BYTES = 32;
 
 const EVENT_COLUMNS: readonly BulkColumn[] = [
   { name: 'date', type: 'text' },
@@ -793,6 +806,27 @@ export class SqlStatsStore implements StatsStore {
     // it would be expired at ingest, so forgetting the offset cannot make anything count twice.
     await tx.run(`DELETE FROM stats_ingest_cursors WHERE last_event_date < $1`, [cutoffDate]);
     return deleted;
+  }
+
+  async sponsorNoiseKey(): Promise<Buffer> {
+    const read = async (tx: SqlExecutor): Promise<string | null> => {
+      const rows = await tx.query(`SELECT value FROM stats_secrets WHERE name = $1`, [SPONSOR_NOISE_KEY]);
+      return rows.length > 0 ? rowString(rows[0]!, 'value') : null;
+    };
+    const hex = await this.db.transaction(async (tx) => {
+      const existing = await read(tx);
+      if (existing !== null) return existing;
+      // Another process may create it at the same moment: whichever insert lands first is the key.
+      await tx.run(`INSERT INTO stats_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING`, [
+        SPONSOR_NOISE_KEY,
+        randomBytes(SPONSOR_NOISE_KEY_BYTES).toString('hex'),
+      ]);
+      return read(tx);
+    });
+    if (hex === null || !/^[0-9a-f]{64}$/.test(hex)) {
+      throw new PosternError('BAD_CONFIG', 'the statistics database holds a malformed sponsor noise key');
+    }
+    return Buffer.from(hex, 'hex');
   }
 
   private range(q: ReportQuery): { where: string; params: string[] } {

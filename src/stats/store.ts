@@ -107,6 +107,11 @@ export interface StatsStore {
   daily(q: ReportQuery): Promise<DailyRollupRow[]>;
   domains(q: ReportQuery): Promise<DomainRollupRow[]>;
   failures(q: ReportQuery): Promise<FailureRollupRow[]>;
+  /**
+   * The secret that makes the sponsor view's noise consistent (see sponsor-view.ts), created on first use and
+   * kept as long as the database.
+   */
+  sponsorNoiseKey(): Promise<Buffer>;
   /** Each server's latest load report, by host ID. */
   serverLoad(): Promise<ServerLoadRow[]>;
   close(): Promise<void>;

@@ -128,3 +128,15 @@ test("the service's epsilon puts noise on every report; a request may lower it, 
   assert.equal(r.status, 400);
   assert.match(String(r.json()['error']), /epsilon may only be lowered/);
 });
+
+test('the same report twice has the same noise: repeated exports cannot be averaged', async (t) => {
+  const h = await startHarness(t);
+  await seed(h);
+  const first = (await h.get(q('&epsilon=0.05'))).json();
+  const cells = (j: Record<string, unknown>) => j['cells'] as Array<Record<string, number>>;
+  for (let i = 0; i < 3; i++)
+    assert.deepEqual((await h.get(q('&epsilon=0.05'))).json()['cells'], first['cells']);
+  // At epsilon 0.05 the session noise has scale 400: twelve users' true count is not what is shown.
+  const other = cells((await h.get(q('&epsilon=0.04'))).json());
+  assert.notDeepEqual(other, cells(first), 'another epsilon is another draw');
+});

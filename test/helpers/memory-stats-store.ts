@@ -1,6 +1,7 @@
 // An in-memory StatsStore for tests of the services around the store (HTTP routes, scheduled jobs). Same
 // exactly-once semantics as the SQL store: per (host, file) an ingested-up-to offset; a batch starting there is
 // taken whole, one ending at or before it is a duplicate, anything else is out of order.
+import { randomBytes } from 'node:crypto';
 import type { Clock } from '../../src/common/clock.ts';
 import { dateOfHour, type StatsEvent } from '../../src/stats/events.ts';
 import type { IngestBatch, IngestResult } from '../../src/stats/ingest-protocol.ts';
@@ -195,6 +196,13 @@ export class MemoryStatsStore implements StatsStore {
     });
     this.raw.splice(0, this.raw.length, ...kept);
     return { deleted, cutoffDate: cutoff };
+  }
+
+  private noiseKey: Buffer | null = null;
+  async sponsorNoiseKey(): Promise<Buffer> {
+    this.check();
+    this.noiseKey ??= randomBytes(32);
+    return this.noiseKey;
   }
 
   async purgeBefore(date: string): Promise<PurgeSummary> {

@@ -221,6 +221,35 @@ describe('sponsor report noise', () => {
     assert.ok((await spread(2)) * 5 < (await spread(0.2)));
   });
 
+  it('with a noise key, the same count gets the same noise every time, and the draws are still Laplace', async () => {
+    const regions = Array.from({ length: 3000 }, (_, i) => `R${i}`);
+    const rows = regions.map((region) => ({ ...many[0]!, region }));
+    const store: Pick<StatsStore, 'daily' | 'domains'> = { daily: async () => rows, domains: async () => [] };
+    const key = Buffer.alloc(32, 7);
+    const epsilon = 0.5;
+    const report = (k: Uint8Array, e = epsilon) =>
+      sponsorReport(store, { sponsorId: 'S', from: DAY, to: DAY, epsilon: e, noiseKey: k });
+    const a = await report(key);
+    assert.deepEqual((await report(key)).cells, a.cells, 'identical on a second call');
+    const other = await report(Buffer.alloc(32, 8));
+    const otherEpsilon = await report(key, 0.4);
+    const differ = (x: typeof a, y: typeof a) =>
+      x.cells.filter((c, i) => c.sessions !== y.cells[i]!.sessions).length;
+    assert.ok(differ(a, other) > 2500, 'another key draws other noise');
+    assert.ok(differ(a, otherEpsilon) > 2500, 'another epsilon draws other noise');
+    // Over 3000 cells (3000 independent keyed draws) the noise is centred with the spread of its scale.
+    const users = a.cells.map((c) => c.uniqueUsers - 1000);
+    const sessions = a.cells.map((c) => c.sessions - 5000);
+    const mean = (xs: number[]) => xs.reduce((p, q) => p + q, 0) / xs.length;
+    const bSessions = SESSIONS_PER_USER_DAY_CAP / epsilon;
+    assert.ok(Math.abs(mean(sessions)) < (4 * bSessions * Math.SQRT2) / Math.sqrt(sessions.length));
+    assert.ok(Math.abs(mean(sessions.map(Math.abs)) - bSessions) < 0.1 * bSessions);
+    assert.ok(Math.abs(mean(users.map(Math.abs)) - 1 / epsilon) < 0.15 / epsilon + 0.25);
+    // Without a key (and no store key), each call draws afresh.
+    const fresh = () => sponsorReport(store, { sponsorId: 'S', from: DAY, to: DAY, epsilon });
+    assert.ok(differ(await fresh(), await fresh()) > 2500);
+  });
+
   it('clamps noisy counts at zero', async () => {
     const small: Pick<StatsStore, 'daily' | 'domains'> = {
       daily: async () => [{ ...many[0]!, uniqueUsers: 10, sessions: 0 }],

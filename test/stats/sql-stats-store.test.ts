@@ -655,6 +655,19 @@ for (const backend of DATABASE_BACKENDS) {
         await assert.rejects(store.purgeBefore('2026-13-40'), /YYYY-MM-DD/);
       }));
 
+    it('keeps one sponsor noise key, made on first use, across reopening', () =>
+      withTestDatabase(backend, async (tdb) => {
+        const clock = new ManualClock(NOW);
+        const first = await openStatsStore(tdb.target, { ...tdb.options, clock });
+        const key = await first.sponsorNoiseKey();
+        assert.equal(key.length, 32);
+        assert.deepEqual(await first.sponsorNoiseKey(), key);
+        await first.close();
+        const again = await openStatsStore(tdb.target, { ...tdb.options, clock });
+        assert.deepEqual(await again.sponsorNoiseKey(), key);
+        await again.close();
+      }));
+
     it('reopens on the same database with its data and refuses a bad retention setting', () =>
       withTestDatabase(backend, async (tdb) => {
         const clock = new ManualClock(NOW);
