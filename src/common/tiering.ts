@@ -5,7 +5,7 @@
 // streams), each run a handful of times per connection: with V8's defaults a fresh client or server needs a few
 // thousand connections before that path is optimised, and until then each new connection costs about 1 ms more
 // (bench/connection-overhead.ts measures it). With a budget a thirty-third of the default it gets there within
-// a few hundred connections, and a client's first tunnel comes up sooner too.
+// a few hundred connections.
 // Short commands (init, generate, report) keep the defaults: for them, eager optimisation is only extra work.
 import v8 from 'node:v8';
 
