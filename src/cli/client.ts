@@ -2,6 +2,7 @@
 import { tuneForLongRunning } from '../common/tiering.ts';
 import { Command } from 'commander';
 import { writeJsonAtomic } from '../common/files.ts';
+import { openNetwork, makeClientConfig } from '../ops/index.ts';
 import { collect, commaList, printResult } from './output.ts';
 import {
   DEFAULT_CLIENT_DATA_DIR,
@@ -35,8 +36,6 @@ export function clientCommand(): Command {
         out: string;
         json?: boolean;
       }) => {
-        // The network's store is loaded here only: `client run` needs none of it.
-        const { openNetwork, makeClientConfig } = await import('../ops/index.ts');
         const net = await openNetwork(o.network);
         try {
           const config = await makeClientConfig(net, {

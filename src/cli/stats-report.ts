@@ -15,16 +15,10 @@ import {
 } from '../backoffice/config.ts';
 import { toCsv } from '../backoffice/csv.ts';
 import { DAILY_COLUMNS, DOMAIN_COLUMNS, FAILURE_COLUMNS } from '../backoffice/stats-routes.ts';
+import { openStatsStore } from '../stats/sql-stats-store.ts';
 import { sponsorReport } from '../stats/sponsor-view.ts';
 import { DEFAULT_SPONSOR_K, type StatsStore } from '../stats/store.ts';
 import { DEFAULT_DATA_DIR } from './defaults.ts';
-
-/** The SQL store (and its database drivers) is loaded only when a report runs. */
-async function openStatsStore(
-  ...args: Parameters<typeof import('../stats/sql-stats-store.ts').openStatsStore>
-): Promise<StatsStore> {
-  return (await import('../stats/sql-stats-store.ts')).openStatsStore(...args);
-}
 
 const DATE = /^\d{4}-\d{2}-\d{2}$/;
 const DAY_MS = 86_400_000;
