@@ -188,14 +188,19 @@ export class MemoryStatsStore implements StatsStore {
   async deleteExpired(now: Date, retentionDays: number): Promise<RetentionSummary> {
     this.check();
     const cutoff = cutoffDate(now, retentionDays);
+    return { deleted: this.deleteRawBefore(cutoff), cutoffDate: cutoff };
+  }
+
+  /** Drops raw events dated before `date`; returns their counts by event kind. */
+  private deleteRawBefore(date: string): Record<string, number> {
     const deleted: Record<string, number> = {};
     const kept = this.raw.filter((e) => {
-      if (dateOfHour(e.timestamp) >= cutoff) return true;
+      if (dateOfHour(e.timestamp) >= date) return true;
       deleted[e.event_name] = (deleted[e.event_name] ?? 0) + 1;
       return false;
     });
     this.raw.splice(0, this.raw.length, ...kept);
-    return { deleted, cutoffDate: cutoff };
+    return deleted;
   }
 
   private noiseKey: Buffer | null = null;
@@ -207,13 +212,7 @@ export class MemoryStatsStore implements StatsStore {
 
   async purgeBefore(date: string): Promise<PurgeSummary> {
     this.check();
-    const deleted: Record<string, number> = {};
-    const kept = this.raw.filter((e) => {
-      if (dateOfHour(e.timestamp) >= date) return true;
-      deleted[e.event_name] = (deleted[e.event_name] ?? 0) + 1;
-      return false;
-    });
-    this.raw.splice(0, this.raw.length, ...kept);
+    const deleted = this.deleteRawBefore(date);
     const before = {
       daily: this.dailyRows.length,
       domains: this.domainRows.length,
